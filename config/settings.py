@@ -1,0 +1,231 @@
+"""The one settings module. Every production switch is an environment variable.
+
+Defaults run the whole service on one machine: SQLite, Redis on localhost, media files in
+``var/media`` and the tiny model built in ``var/models/tiny-sd``. See ``.env.example``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = BASE_DIR / "var"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env")
+
+DEBUG = env.bool("DEBUG", default=False)
+# The fallback key is marked insecure on purpose: `manage.py check --deploy` rejects it.
+SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-local-development-only-key-change-me")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_htmx",
+    "csp",
+    "jobs",
+    "ratelimit",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "csp.middleware.CSPMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web and worker processes write the same file: WAL lets readers run beside a writer,
+    # IMMEDIATE transactions avoid "database is locked" on lock upgrades.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not memory, so that a worker process can share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": env.str("TEST_DATABASE_NAME", default=str(VAR_DIR / "test.sqlite3"))}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: cache (rate limits), broker ----------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="imagegen"),
+    }
+}
+
+# --- Static and media files ------------------------------------------------------------
+STATIC_URL = "static/"
+STATIC_ROOT = env.path("STATIC_ROOT", default=VAR_DIR / "staticfiles")
+STATICFILES_DIRS = [BASE_DIR / "static"]
+MEDIA_URL = env.str("MEDIA_URL", default="/media/")
+MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
+STORAGE_BACKEND = env.str("STORAGE_BACKEND", default="local")
+if STORAGE_BACKEND == "s3":
+    _media_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env.str("S3_BUCKET"),
+            "endpoint_url": env.str("S3_ENDPOINT_URL", default=None),
+            "region_name": env.str("S3_REGION", default=None),
+            "default_acl": "private",
+            "querystring_auth": True,
+            "querystring_expire": env.int("S3_URL_EXPIRY_SECONDS", default=3600),
+            "file_overwrite": False,
+        },
+    }
+elif STORAGE_BACKEND == "local":
+    _media_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+else:
+    raise environ.ImproperlyConfigured(f"STORAGE_BACKEND must be 'local' or 's3', not {STORAGE_BACKEND!r}")
+STORAGES = {
+    "default": _media_storage,
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+# Local result files are served by Django itself (there is no other web server in the
+# embedded setup); with S3 the storage's presigned URLs are used instead.
+SERVE_MEDIA = env.bool("SERVE_MEDIA", default=STORAGE_BACKEND == "local")
+WHITENOISE_USE_FINDERS = DEBUG
+
+# --- Generation ------------------------------------------------------------------------
+GENERATOR_MODEL = env.str("GENERATOR_MODEL", default=str(VAR_DIR / "models" / "tiny-sd"))
+GENERATOR_ALLOW_HUB = env.bool("GENERATOR_ALLOW_HUB", default=False)
+GENERATOR_DEVICE = env.str("GENERATOR_DEVICE", default="auto")
+GENERATOR_DTYPE = env.str("GENERATOR_DTYPE", default="auto")
+GENERATOR_COMPILE = env.bool("GENERATOR_COMPILE", default=False)
+GENERATOR_WARMUP = env.bool("GENERATOR_WARMUP", default=True)
+# Images one pipeline call may serve, summed over the compatible queued jobs it batches.
+GENERATION_BATCH_IMAGES = env.int("GENERATION_BATCH_IMAGES", default=4)
+# Progress is written when both have passed since the last write (and at the last step).
+PROGRESS_MIN_STEPS = env.int("PROGRESS_MIN_STEPS", default=2)
+PROGRESS_MIN_SECONDS = env.float("PROGRESS_MIN_SECONDS", default=0.5)
+
+JOB_LIMITS = {
+    "prompt_max_chars": env.int("JOB_PROMPT_MAX_CHARS", default=1000),
+    "min_size": env.int("JOB_MIN_SIZE", default=64),
+    "max_size": env.int("JOB_MAX_SIZE", default=1024),
+    "max_steps": env.int("JOB_MAX_STEPS", default=100),
+    "min_guidance": env.float("JOB_MIN_GUIDANCE", default=0.0),
+    "max_guidance": env.float("JOB_MAX_GUIDANCE", default=30.0),
+}
+JOB_DEFAULTS = {
+    "width": env.int("JOB_DEFAULT_WIDTH", default=512),
+    "height": env.int("JOB_DEFAULT_HEIGHT", default=512),
+    "steps": env.int("JOB_DEFAULT_STEPS", default=25),
+    "guidance_scale": env.float("JOB_DEFAULT_GUIDANCE", default=7.5),
+}
+
+# --- Celery ------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_TASK_IGNORE_RESULT = True  # the GenerationJob row is the record of truth
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_TASK_ROUTES = {"jobs.tasks.generate_task": {"queue": "gpu"}}
+CELERY_TASK_DEFAULT_QUEUE = "default"
+# A GPU task is long and expensive: acknowledge it only when done, hand it back if the
+# worker process dies, and never reserve more than the one being run.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("GENERATION_SOFT_TIME_LIMIT", default=300)
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + env.int("GENERATION_HARD_LIMIT_GRACE", default=30)
+# Redis redelivers unacknowledged messages after this long: keep it above the hard limit.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": max(3600, CELERY_TASK_TIME_LIMIT * 2)}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- REST framework ----------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "jobs.api.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+}
+
+# --- Security ---------------------------------------------------------------------------
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=False)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
+SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+if env.bool("BEHIND_TLS_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "img-src": ["'self'", "data:", *env.list("CSP_IMG_SOURCES", default=[])],
+        "style-src": ["'self'"],
+        "script-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}

@@ -1,0 +1,176 @@
+"""Loads a Stable Diffusion pipeline once and runs seeded, batched generations on it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    PNDMScheduler,
+)
+from PIL import Image
+
+from generator.requests import SCHEDULER_NAMES, GenerationRequest
+
+logger = logging.getLogger(__name__)
+
+_SCHEDULER_CLASSES: dict[str, Any] = {
+    "pndm": PNDMScheduler,
+    "euler": EulerDiscreteScheduler,
+    "euler_a": EulerAncestralDiscreteScheduler,
+    "dpmpp_2m": DPMSolverMultistepScheduler,
+    "ddim": DDIMScheduler,
+}
+assert set(_SCHEDULER_CLASSES) | {"default"} == set(SCHEDULER_NAMES)
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+StepCallback = Callable[[int, int], None]
+
+
+class GeneratorOutOfMemory(Exception):
+    """The accelerator ran out of memory; its cache was emptied and the engine is usable."""
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    images: list[Image.Image]
+    prompt_truncated: bool
+
+
+def choose_device(preference: str = "auto") -> torch.device:
+    if preference != "auto":
+        return torch.device(preference)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def choose_dtype(device: torch.device, preference: str = "auto") -> torch.dtype:
+    if preference != "auto":
+        return _DTYPES[preference]
+    # Half precision halves memory and doubles throughput on GPUs; CPUs have no fast fp16 path.
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+class Engine:
+    """One warm pipeline. Not thread-safe: a worker process owns exactly one."""
+
+    def __init__(self, pipeline: Any, *, device: torch.device) -> None:
+        self.pipeline = pipeline
+        self.device = device
+        self._model_scheduler = pipeline.scheduler
+        self._schedulers: dict[str, Any] = {"default": pipeline.scheduler}
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        *,
+        allow_hub: bool = False,
+        device: str = "auto",
+        dtype: str = "auto",
+        compile_unet: bool = False,
+    ) -> Engine:
+        """Loads ``model`` (a local folder, or a hub id when ``allow_hub``) with ``from_pretrained``."""
+        chosen_device = choose_device(device)
+        chosen_dtype = choose_dtype(chosen_device, dtype)
+        pipeline = DiffusionPipeline.from_pretrained(
+            model, dtype=chosen_dtype, local_files_only=not allow_hub
+        )
+        pipeline.to(chosen_device)
+        pipeline.set_progress_bar_config(disable=True)
+        if compile_unet:
+            pipeline.unet = torch.compile(pipeline.unet, mode="reduce-overhead", fullgraph=True)
+        logger.info("pipeline loaded model=%s device=%s dtype=%s", model, chosen_device, chosen_dtype)
+        return cls(pipeline, device=chosen_device)
+
+    @property
+    def token_window(self) -> int:
+        return int(self.pipeline.tokenizer.model_max_length)
+
+    def prompt_exceeds_window(self, prompt: str) -> bool:
+        return len(self.pipeline.tokenizer(prompt).input_ids) > self.token_window
+
+    def warm_up(self) -> None:
+        """One tiny run so the first real job does not pay for lazy initialisation."""
+        self.generate([GenerationRequest(prompt="warm up", width=64, height=64, steps=1)])
+
+    def generate(
+        self, requests: Sequence[GenerationRequest], *, on_step: StepCallback | None = None
+    ) -> list[GenerationResult]:
+        """Runs compatible requests as one pipeline call; results come back in request order.
+
+        Every image has its own CPU generator seeded with ``seed + image index``, so a
+        request's pictures depend only on its own seed, whatever else shares the batch, and
+        the same seed gives the same noise on any device.
+        ``on_step(step, total)`` is called after each denoising step; raising from it stops
+        the run at once (the exception propagates to the caller).
+        """
+        if not requests:
+            return []
+        keys = {request.batch_key for request in requests}
+        if len(keys) != 1:
+            raise ValueError(f"requests in one batch must share size, steps, guidance and scheduler: {keys}")
+        first = requests[0]
+        prompts: list[str] = []
+        negative_prompts: list[str] = []
+        generators: list[torch.Generator] = []
+        for request in requests:
+            for index in range(request.num_images):
+                prompts.append(request.prompt)
+                negative_prompts.append(request.negative_prompt)
+                generators.append(torch.Generator(device="cpu").manual_seed(request.seed + index))
+
+        self.pipeline.scheduler = self._scheduler(first.scheduler)
+
+        def step_end(pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+            if on_step is not None:
+                # PNDM runs steps + 1 timesteps: the pipeline's own count is the true total.
+                on_step(step + 1, int(pipeline.num_timesteps))
+            return callback_kwargs
+
+        try:
+            with torch.inference_mode():
+                output = self.pipeline(
+                    prompt=prompts,
+                    negative_prompt=negative_prompts,
+                    width=first.width,
+                    height=first.height,
+                    num_inference_steps=first.steps,
+                    guidance_scale=first.guidance_scale,
+                    generator=generators,
+                    callback_on_step_end=step_end,
+                    output_type="pil",
+                )
+        except torch.OutOfMemoryError as exc:
+            self._release_memory()
+            raise GeneratorOutOfMemory(str(exc)) from exc
+
+        images: list[Image.Image] = list(output.images)
+        results = []
+        offset = 0
+        for request in requests:
+            results.append(
+                GenerationResult(
+                    images=images[offset : offset + request.num_images],
+                    prompt_truncated=self.prompt_exceeds_window(request.prompt),
+                )
+            )
+            offset += request.num_images
+        return results
+
+    def _scheduler(self, name: str) -> Any:
+        if name not in self._schedulers:
+            self._schedulers[name] = _SCHEDULER_CLASSES[name].from_config(self._model_scheduler.config)
+        return self._schedulers[name]
+
+    def _release_memory(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()

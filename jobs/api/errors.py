@@ -1,0 +1,50 @@
+"""One JSON error shape for the whole API: ``{"error": {"code", "message", ...}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from jobs.errors import JobError
+
+
+def error_body(*, code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def _field_errors(detail: Any) -> dict[str, list[dict[str, str]]]:
+    if isinstance(detail, dict):
+        return {
+            name: [{"code": str(e.code), "message": str(e)} for e in (errors if isinstance(errors, list) else [errors])]
+            for name, errors in detail.items()
+        }
+    return {"non_field_errors": [{"code": str(e.code), "message": str(e)} for e in detail]}
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, JobError):
+        body = error_body(code=exc.code, message=exc.message)
+        if exc.fields:
+            body["error"]["fields"] = {
+                name: [{"code": e.code, "message": e.message} for e in errors] for name, errors in exc.fields.items()
+            }
+        headers = {}
+        if exc.retry_after is not None:
+            body["error"]["retry_after"] = exc.retry_after
+            headers["Retry-After"] = str(exc.retry_after)
+        return Response(body, status=exc.http_status, headers=headers)
+    if isinstance(exc, exceptions.ValidationError):
+        return Response(
+            error_body(
+                code="validation_error", message="Some parameters are invalid.", fields=_field_errors(exc.detail)
+            ),
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        response.data = error_body(code=codes if isinstance(codes, str) else "error", message=str(exc.detail))
+    return response

@@ -1,0 +1,39 @@
+"""Domain errors of the jobs app. Every face (API, page, admin) turns them into responses.
+
+Each carries a stable machine-readable ``code``; the API renders it in its JSON error shape
+and the web page picks its human message by the same code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class FieldError:
+    code: str
+    message: str
+
+
+@dataclass
+class JobError(Exception):
+    code: str
+    message: str
+    http_status: int = 400
+    fields: dict[str, list[FieldError]] = field(default_factory=dict)
+    retry_after: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+def invalid_parameters(fields: dict[str, list[FieldError]]) -> JobError:
+    return JobError(code="validation_error", message="Some parameters are invalid.", fields=fields)
+
+
+def job_not_found() -> JobError:
+    return JobError(code="not_found", message="No job with this id.", http_status=404)
+
+
+def job_already_finished(status: str) -> JobError:
+    return JobError(code="job_already_finished", message=f"The job is already {status}.", http_status=409)

@@ -1,0 +1,122 @@
+"""GenerationJob: the record of truth for every request to generate an image."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+from django.urls import reverse
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
+TERMINAL_STATUSES = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+# The only legal moves, as target -> allowed sources. Every state change goes through
+# jobs.services, which checks these in the same UPDATE that makes the change, so that
+# concurrent writers (web, workers, reaper) cannot break them.
+TRANSITION_SOURCES: dict[str, tuple[str, ...]] = {
+    JobStatus.QUEUED: (JobStatus.RUNNING,),  # the reaper re-queues a job whose worker died
+    JobStatus.RUNNING: (JobStatus.QUEUED,),
+    JobStatus.COMPLETED: (JobStatus.RUNNING,),
+    JobStatus.FAILED: (JobStatus.QUEUED, JobStatus.RUNNING),
+    JobStatus.CANCELLED: (JobStatus.QUEUED, JobStatus.RUNNING),
+}
+
+
+class FailureCode(models.TextChoices):
+    INVALID_PROMPT = "invalid_prompt", "Invalid prompt"
+    TIMEOUT = "timeout", "Timed out"
+    OUT_OF_MEMORY = "out_of_memory", "Out of memory"
+    INFERENCE_ERROR = "inference_error", "Inference error"
+    WORKER_LOST = "worker_lost", "Worker lost"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+class GenerationJob(models.Model):
+    # The id is the capability to read a job (there are no accounts), so it is random.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    prompt = models.TextField()
+    negative_prompt = models.TextField(blank=True, default="")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    steps = models.PositiveIntegerField()
+    guidance_scale = models.FloatField()
+    seed = models.BigIntegerField()
+    scheduler = models.CharField(max_length=32, default="default")
+    num_images = models.PositiveSmallIntegerField(default=1)
+    model_name = models.CharField(max_length=255)
+
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    progress_step = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    failure_code = models.CharField(max_length=32, choices=FailureCode.choices, blank=True, default="")
+    failure_message = models.TextField(blank=True, default="")
+    warnings = models.JSONField(default=list, blank=True)
+
+    client_ip = models.GenericIPAddressField()
+    worker_hostname = models.CharField(max_length=255, blank=True, default="")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="job_status_created_idx"),
+            models.Index(fields=["client_ip", "created_at"], name="job_client_created_idx"),
+            models.Index(fields=["failure_code", "created_at"], name="job_failure_created_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(status__in=JobStatus.values), name="job_status_valid"
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(status__in=TERMINAL_STATUSES) | models.Q(finished_at__isnull=False),
+                name="job_terminal_has_finished_at",
+            ),
+            models.CheckConstraint(
+                condition=~models.Q(status__in=(JobStatus.FAILED, JobStatus.CANCELLED))
+                | ~models.Q(failure_code=""),
+                name="job_failure_has_code",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(progress_step__lte=models.F("progress_total")),
+                name="job_progress_within_total",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} [{self.status}] {self.prompt[:40]}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("api:job-detail", kwargs={"job_id": self.id})
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class JobImage(models.Model):
+    """One result file of a job; a job with ``num_images`` > 1 has several."""
+
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="images")
+    index = models.PositiveSmallIntegerField()
+    file = models.FileField(upload_to="results/", max_length=255)
+    seed = models.BigIntegerField()
+
+    class Meta:
+        ordering = ("job", "index")
+        constraints = [models.UniqueConstraint(fields=["job", "index"], name="job_image_unique_index")]
+
+    def __str__(self) -> str:
+        return self.file.name

@@ -1,0 +1,214 @@
+"""Every write to a GenerationJob: submit, claim, progress, complete, fail, cancel.
+
+State changes are conditional UPDATEs checked against ``TRANSITION_SOURCES``, so a job
+never moves backwards (``completed`` never becomes ``running`` again) however web
+processes, workers and the reaper interleave.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.utils import timezone
+
+from jobs.errors import job_already_finished, job_not_found
+from jobs.models import TRANSITION_SOURCES, FailureCode, GenerationJob, JobImage, JobStatus
+from jobs.validation import SEED_MAX, JobParameters, normalise_prompt, validate_parameters
+
+logger = logging.getLogger(__name__)
+
+CANCEL_FLAG_TTL_SECONDS = 24 * 3600
+
+
+def _cancel_flag_key(job_id: object) -> str:
+    return f"jobs:cancel:{job_id}"
+
+
+def transition_job(*, job_id: object, to: str, **fields: object) -> bool:
+    """Moves a job to ``to`` if its current status allows it; returns whether it moved.
+
+    The check and the write are one UPDATE, so two racing writers cannot both win.
+    """
+    sources = TRANSITION_SOURCES[to]
+    moved = GenerationJob.objects.filter(pk=job_id, status__in=sources).update(
+        status=to, updated_at=timezone.now(), **fields
+    )
+    return moved == 1
+
+
+def job_submit(
+    *,
+    prompt: str,
+    client_ip: str,
+    negative_prompt: str = "",
+    width: int | None = None,
+    height: int | None = None,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    seed: int | None = None,
+    scheduler: str = "default",
+    num_images: int = 1,
+) -> GenerationJob:
+    """Validates, stores the job as ``queued`` and wakes a GPU worker once it is committed."""
+    defaults = settings.JOB_DEFAULTS
+    params = JobParameters(
+        prompt=normalise_prompt(prompt),
+        negative_prompt=normalise_prompt(negative_prompt),
+        width=defaults["width"] if width is None else width,
+        height=defaults["height"] if height is None else height,
+        steps=defaults["steps"] if steps is None else steps,
+        guidance_scale=defaults["guidance_scale"] if guidance_scale is None else guidance_scale,
+        seed=seed,
+        scheduler=scheduler,
+        num_images=num_images,
+    )
+    validate_parameters(params)
+    with transaction.atomic():
+        job = GenerationJob.objects.create(
+            prompt=params.prompt,
+            negative_prompt=params.negative_prompt,
+            width=params.width,
+            height=params.height,
+            steps=params.steps,
+            guidance_scale=params.guidance_scale,
+            # A seed is always stored, so that every result can be reproduced.
+            seed=secrets.randbelow(SEED_MAX + 1) if params.seed is None else params.seed,
+            scheduler=params.scheduler,
+            num_images=params.num_images,
+            model_name=settings.GENERATOR_MODEL,
+            client_ip=client_ip,
+        )
+        transaction.on_commit(wake_gpu_worker)
+    logger.info("job=%s event=submitted client_ip=%s", job.id, client_ip)
+    return job
+
+
+def wake_gpu_worker() -> None:
+    """Sends one wake-up to the ``gpu`` queue; the worker then claims work from the database."""
+    from jobs.tasks import generate_task
+
+    generate_task.delay()
+
+
+def job_cancel(*, job_id: object) -> GenerationJob:
+    """Cancels a queued job (it never runs) or a running one (its worker stops at the next step)."""
+    if not transition_job(
+        job_id=job_id, to=JobStatus.CANCELLED, finished_at=timezone.now(), failure_code=FailureCode.CANCELLED,
+        failure_message="Cancelled on request.",
+    ):
+        job = GenerationJob.objects.filter(pk=job_id).first()
+        if job is None:
+            raise job_not_found()
+        raise job_already_finished(job.status)
+    cache.set(_cancel_flag_key(job_id), 1, timeout=CANCEL_FLAG_TTL_SECONDS)
+    logger.info("job=%s event=cancelled", job_id)
+    return GenerationJob.objects.get(pk=job_id)
+
+
+def cancelled_job_ids(*, job_ids: Sequence[object]) -> set[str]:
+    """Which of these jobs were cancelled; one Redis round trip, cheap enough for every step."""
+    keys = {_cancel_flag_key(job_id): str(job_id) for job_id in job_ids}
+    return {keys[key] for key in cache.get_many(list(keys))}
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    jobs: list[GenerationJob]
+
+    @property
+    def image_count(self) -> int:
+        return sum(job.num_images for job in self.jobs)
+
+
+def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
+    """Claims the oldest queued job and up to ``max_images`` images of compatible ones.
+
+    Compatible means one pipeline call can serve them all: same model, size, steps, guidance
+    and scheduler. Each claim is a conditional UPDATE, so two workers never share a job.
+    """
+    queued = GenerationJob.objects.filter(status=JobStatus.QUEUED)
+    for _attempt in range(5):
+        head = queued.order_by("created_at").first()
+        if head is None:
+            return ClaimedBatch(jobs=[])
+        candidates = queued.filter(
+            model_name=head.model_name,
+            width=head.width,
+            height=head.height,
+            steps=head.steps,
+            guidance_scale=head.guidance_scale,
+            scheduler=head.scheduler,
+        ).order_by("created_at")[: max(max_images, 1)]
+        claimed: list[GenerationJob] = []
+        images = 0
+        now = timezone.now()
+        for candidate in candidates:
+            if claimed and images + candidate.num_images > max_images:
+                continue
+            if transition_job(
+                job_id=candidate.pk,
+                to=JobStatus.RUNNING,
+                started_at=now,
+                worker_hostname=worker_hostname,
+                progress_step=0,
+                progress_total=0,
+            ):
+                claimed.append(candidate)
+                images += candidate.num_images
+        if claimed:
+            for job in claimed:
+                job.refresh_from_db()
+                logger.info("job=%s event=started worker=%s batch=%d", job.id, worker_hostname, len(claimed))
+            return ClaimedBatch(jobs=claimed)
+    return ClaimedBatch(jobs=[])
+
+
+def job_record_progress(*, job_ids: Sequence[object], step: int, total: int) -> None:
+    GenerationJob.objects.filter(pk__in=job_ids, status=JobStatus.RUNNING).update(
+        progress_step=min(step, total), progress_total=total, updated_at=timezone.now()
+    )
+
+
+def job_complete(*, job: GenerationJob, pngs: Sequence[bytes], warnings: Sequence[str] = ()) -> bool:
+    """Stores the result files and completes the job; returns False if it was cancelled meanwhile."""
+    if GenerationJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).count() == 0:
+        return False
+    images = []
+    for index, png in enumerate(pngs):
+        image = JobImage(job=job, index=index, seed=job.seed + index)
+        image.file.save(f"{job.id}/{index}.png", ContentFile(png), save=False)
+        images.append(image)
+    finished_at = timezone.now()
+    with transaction.atomic():
+        moved = transition_job(
+            job_id=job.pk,
+            to=JobStatus.COMPLETED,
+            finished_at=finished_at,
+            warnings=list(warnings),
+        )
+        if moved:
+            JobImage.objects.bulk_create(images)
+    if not moved:
+        for image in images:
+            image.file.delete(save=False)
+        return False
+    duration = (finished_at - job.started_at).total_seconds() if job.started_at else 0.0
+    logger.info("job=%s event=completed duration_s=%.3f images=%d", job.pk, duration, len(images))
+    return True
+
+
+def job_fail(*, job_id: object, code: str, message: str) -> bool:
+    """Fails a queued or running job with a named ``FailureCode``; returns whether it moved."""
+    moved = transition_job(
+        job_id=job_id, to=JobStatus.FAILED, finished_at=timezone.now(), failure_code=code, failure_message=message
+    )
+    if moved:
+        logger.info("job=%s event=failed code=%s", job_id, code)
+    return moved

@@ -1,0 +1,175 @@
+"""The GPU worker's side of a job: claim a batch, run the engine, store or fail each job.
+
+Only worker processes import this module (it loads torch); web processes never do.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Sequence
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from PIL import Image, PngImagePlugin
+
+from generator import GenerationRequest
+from generator.engine import Engine, GeneratorOutOfMemory
+from jobs import services
+from jobs.errors import JobError
+from jobs.models import FailureCode, GenerationJob
+from jobs.validation import JobParameters, validate_parameters
+
+logger = logging.getLogger(__name__)
+
+_engine: Engine | None = None
+
+
+class AllJobsCancelled(Exception):
+    """Every job of the running batch was cancelled: stop the pipeline now."""
+
+
+def get_engine() -> Engine:
+    """The process's one warm pipeline, loaded on first use (or at worker process start)."""
+    global _engine
+    if _engine is None:
+        started = time.perf_counter()
+        _engine = Engine.load(
+            settings.GENERATOR_MODEL,
+            allow_hub=settings.GENERATOR_ALLOW_HUB,
+            device=settings.GENERATOR_DEVICE,
+            dtype=settings.GENERATOR_DTYPE,
+            compile_unet=settings.GENERATOR_COMPILE,
+        )
+        if settings.GENERATOR_WARMUP:
+            _engine.warm_up()
+        logger.info("event=engine_ready seconds=%.2f", time.perf_counter() - started)
+    return _engine
+
+
+class ProgressReporter:
+    """Writes progress at most every ``min_steps`` steps and ``min_seconds`` seconds, and
+    checks the cancel flags on every step (one Redis read) so a cancel stops the next step."""
+
+    def __init__(self, job_ids: Sequence[object], *, min_steps: int, min_seconds: float) -> None:
+        self.job_ids = [str(job_id) for job_id in job_ids]
+        self.cancelled: set[str] = set()
+        self._min_steps = min_steps
+        self._min_seconds = min_seconds
+        self._last_step = 0
+        self._last_time = time.monotonic()
+
+    def __call__(self, step: int, total: int) -> None:
+        self.cancelled = services.cancelled_job_ids(job_ids=self.job_ids)
+        if len(self.cancelled) == len(self.job_ids):
+            raise AllJobsCancelled
+        now = time.monotonic()
+        due = step - self._last_step >= self._min_steps and now - self._last_time >= self._min_seconds
+        if due or step == total:
+            services.job_record_progress(job_ids=self.job_ids, step=step, total=total)
+            self._last_step, self._last_time = step, now
+
+
+def encode_png(image: Image.Image, *, job: GenerationJob, seed: int) -> bytes:
+    """PNG bytes with the generation parameters embedded, so a file alone can be reproduced."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(
+        "parameters",
+        f"{job.prompt}\nNegative prompt: {job.negative_prompt}\nSteps: {job.steps}, Sampler: {job.scheduler}, "
+        f"CFG scale: {job.guidance_scale}, Seed: {seed}, Size: {job.width}x{job.height}",
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def _reject_invalid(jobs: Sequence[GenerationJob]) -> list[GenerationJob]:
+    """Repeats submit-time validation: limits may have changed since the job was queued."""
+    valid = []
+    for job in jobs:
+        try:
+            validate_parameters(
+                JobParameters(
+                    prompt=job.prompt,
+                    negative_prompt=job.negative_prompt,
+                    width=job.width,
+                    height=job.height,
+                    steps=job.steps,
+                    guidance_scale=job.guidance_scale,
+                    seed=job.seed,
+                    scheduler=job.scheduler,
+                    num_images=job.num_images,
+                )
+            )
+        except JobError as error:
+            reasons = "; ".join(e.message for errors in error.fields.values() for e in errors)
+            services.job_fail(job_id=job.pk, code=FailureCode.INVALID_PROMPT, message=reasons)
+        else:
+            valid.append(job)
+    return valid
+
+
+def to_request(job: GenerationJob) -> GenerationRequest:
+    return GenerationRequest(
+        prompt=job.prompt,
+        negative_prompt=job.negative_prompt,
+        width=job.width,
+        height=job.height,
+        steps=job.steps,
+        guidance_scale=job.guidance_scale,
+        seed=job.seed,
+        scheduler=job.scheduler,
+        num_images=job.num_images,
+    )
+
+
+def run_batch(jobs: Sequence[GenerationJob]) -> None:
+    """Runs claimed (``running``) jobs as one pipeline call; each ends in a terminal state."""
+    jobs = _reject_invalid(jobs)
+    if not jobs:
+        return
+    reporter = ProgressReporter(
+        [job.pk for job in jobs],
+        min_steps=settings.PROGRESS_MIN_STEPS,
+        min_seconds=settings.PROGRESS_MIN_SECONDS,
+    )
+    try:
+        results = get_engine().generate([to_request(job) for job in jobs], on_step=reporter)
+    except AllJobsCancelled:
+        logger.info("event=batch_stopped reason=cancelled jobs=%d", len(jobs))
+        return
+    except SoftTimeLimitExceeded:
+        _fail_all(jobs, FailureCode.TIMEOUT, "Generation took longer than this service allows.")
+        return
+    except GeneratorOutOfMemory:
+        _fail_all(jobs, FailureCode.OUT_OF_MEMORY, "The GPU ran out of memory for this request.")
+        return
+    except Exception:
+        logger.exception("event=inference_error jobs=%s", ",".join(str(job.pk) for job in jobs))
+        _fail_all(jobs, FailureCode.INFERENCE_ERROR, "The image could not be generated.")
+        return
+    for job, result in zip(jobs, results, strict=True):
+        pngs = [encode_png(image, job=job, seed=job.seed + index) for index, image in enumerate(result.images)]
+        try:
+            services.job_complete(
+                job=job, pngs=pngs, warnings=["prompt_truncated"] if result.prompt_truncated else []
+            )
+        except Exception:
+            logger.exception("job=%s event=store_error", job.pk)
+            services.job_fail(
+                job_id=job.pk, code=FailureCode.INFERENCE_ERROR, message="The image could not be stored."
+            )
+
+
+def _fail_all(jobs: Sequence[GenerationJob], code: str, message: str) -> None:
+    for job in jobs:
+        services.job_fail(job_id=job.pk, code=code, message=message)
+
+
+def process_next_batch(*, worker_hostname: str) -> int:
+    """Claims and runs one batch; returns how many jobs it ran."""
+    batch = services.claim_next_jobs(worker_hostname=worker_hostname, max_images=settings.GENERATION_BATCH_IMAGES)
+    if batch.jobs:
+        run_batch(batch.jobs)
+    return len(batch.jobs)
