@@ -130,7 +130,9 @@ class Engine:
 
         self.pipeline.scheduler = self._scheduler(first.scheduler)
 
-        def step_end(pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        def step_end(
+            pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
+        ) -> dict[str, Any]:
             if on_step is not None:
                 # PNDM runs steps + 1 timesteps: the pipeline's own count is the true total.
                 on_step(step + 1, int(pipeline.num_timesteps))

@@ -77,9 +77,7 @@ class GenerationJob(models.Model):
             models.Index(fields=["failure_code", "created_at"], name="job_failure_created_idx"),
         ]
         constraints = [
-            models.CheckConstraint(
-                condition=models.Q(status__in=JobStatus.values), name="job_status_valid"
-            ),
+            models.CheckConstraint(condition=models.Q(status__in=JobStatus.values), name="job_status_valid"),
             models.CheckConstraint(
                 condition=~models.Q(status__in=TERMINAL_STATUSES) | models.Q(finished_at__isnull=False),
                 name="job_terminal_has_finished_at",
@@ -119,4 +117,4 @@ class JobImage(models.Model):
         constraints = [models.UniqueConstraint(fields=["job", "index"], name="job_image_unique_index")]
 
     def __str__(self) -> str:
-        return self.file.name
+        return self.file.name or ""

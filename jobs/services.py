@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,12 +27,14 @@ logger = logging.getLogger(__name__)
 
 CANCEL_FLAG_TTL_SECONDS = 24 * 3600
 
+JobId = uuid.UUID | str
 
-def _cancel_flag_key(job_id: object) -> str:
+
+def _cancel_flag_key(job_id: JobId) -> str:
     return f"jobs:cancel:{job_id}"
 
 
-def transition_job(*, job_id: object, to: str, **fields: object) -> bool:
+def transition_job(*, job_id: JobId, to: str, **fields: object) -> bool:
     """Moves a job to ``to`` if its current status allows it; returns whether it moved.
 
     The check and the write are one UPDATE, so two racing writers cannot both win.
@@ -97,10 +100,13 @@ def wake_gpu_worker() -> None:
     generate_task.delay()
 
 
-def job_cancel(*, job_id: object) -> GenerationJob:
+def job_cancel(*, job_id: JobId) -> GenerationJob:
     """Cancels a queued job (it never runs) or a running one (its worker stops at the next step)."""
     if not transition_job(
-        job_id=job_id, to=JobStatus.CANCELLED, finished_at=timezone.now(), failure_code=FailureCode.CANCELLED,
+        job_id=job_id,
+        to=JobStatus.CANCELLED,
+        finished_at=timezone.now(),
+        failure_code=FailureCode.CANCELLED,
         failure_message="Cancelled on request.",
     ):
         job = GenerationJob.objects.filter(pk=job_id).first()
@@ -112,7 +118,7 @@ def job_cancel(*, job_id: object) -> GenerationJob:
     return GenerationJob.objects.get(pk=job_id)
 
 
-def cancelled_job_ids(*, job_ids: Sequence[object]) -> set[str]:
+def cancelled_job_ids(*, job_ids: Sequence[JobId]) -> set[str]:
     """Which of these jobs were cancelled; one Redis round trip, cheap enough for every step."""
     keys = {_cancel_flag_key(job_id): str(job_id) for job_id in job_ids}
     return {keys[key] for key in cache.get_many(list(keys))}
@@ -170,7 +176,7 @@ def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
     return ClaimedBatch(jobs=[])
 
 
-def job_record_progress(*, job_ids: Sequence[object], step: int, total: int) -> None:
+def job_record_progress(*, job_ids: Sequence[JobId], step: int, total: int) -> None:
     GenerationJob.objects.filter(pk__in=job_ids, status=JobStatus.RUNNING).update(
         progress_step=min(step, total), progress_total=total, updated_at=timezone.now()
     )
@@ -204,10 +210,14 @@ def job_complete(*, job: GenerationJob, pngs: Sequence[bytes], warnings: Sequenc
     return True
 
 
-def job_fail(*, job_id: object, code: str, message: str) -> bool:
+def job_fail(*, job_id: JobId, code: str, message: str) -> bool:
     """Fails a queued or running job with a named ``FailureCode``; returns whether it moved."""
     moved = transition_job(
-        job_id=job_id, to=JobStatus.FAILED, finished_at=timezone.now(), failure_code=code, failure_message=message
+        job_id=job_id,
+        to=JobStatus.FAILED,
+        finished_at=timezone.now(),
+        failure_code=code,
+        failure_message=message,
     )
     if moved:
         logger.info("job=%s event=failed code=%s", job_id, code)

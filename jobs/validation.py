@@ -44,9 +44,7 @@ def validate_parameters(params: JobParameters) -> None:
     elif len(params.prompt) > limits["prompt_max_chars"]:
         reject("prompt", "prompt_too_long", f"Use at most {limits['prompt_max_chars']} characters.")
     if len(params.negative_prompt) > limits["prompt_max_chars"]:
-        reject(
-            "negative_prompt", "prompt_too_long", f"Use at most {limits['prompt_max_chars']} characters."
-        )
+        reject("negative_prompt", "prompt_too_long", f"Use at most {limits['prompt_max_chars']} characters.")
     for name in ("width", "height"):
         value = getattr(params, name)
         if value % 8:

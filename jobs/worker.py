@@ -52,7 +52,7 @@ class ProgressReporter:
     """Writes progress at most every ``min_steps`` steps and ``min_seconds`` seconds, and
     checks the cancel flags on every step (one Redis read) so a cancel stops the next step."""
 
-    def __init__(self, job_ids: Sequence[object], *, min_steps: int, min_seconds: float) -> None:
+    def __init__(self, job_ids: Sequence[services.JobId], *, min_steps: int, min_seconds: float) -> None:
         self.job_ids = [str(job_id) for job_id in job_ids]
         self.cancelled: set[str] = set()
         self._min_steps = min_steps
@@ -150,7 +150,9 @@ def run_batch(jobs: Sequence[GenerationJob]) -> None:
         _fail_all(jobs, FailureCode.INFERENCE_ERROR, "The image could not be generated.")
         return
     for job, result in zip(jobs, results, strict=True):
-        pngs = [encode_png(image, job=job, seed=job.seed + index) for index, image in enumerate(result.images)]
+        pngs = [
+            encode_png(image, job=job, seed=job.seed + index) for index, image in enumerate(result.images)
+        ]
         try:
             services.job_complete(
                 job=job, pngs=pngs, warnings=["prompt_truncated"] if result.prompt_truncated else []
@@ -169,7 +171,9 @@ def _fail_all(jobs: Sequence[GenerationJob], code: str, message: str) -> None:
 
 def process_next_batch(*, worker_hostname: str) -> int:
     """Claims and runs one batch; returns how many jobs it ran."""
-    batch = services.claim_next_jobs(worker_hostname=worker_hostname, max_images=settings.GENERATION_BATCH_IMAGES)
+    batch = services.claim_next_jobs(
+        worker_hostname=worker_hostname, max_images=settings.GENERATION_BATCH_IMAGES
+    )
     if batch.jobs:
         run_batch(batch.jobs)
     return len(batch.jobs)

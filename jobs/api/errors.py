@@ -18,7 +18,10 @@ def error_body(*, code: str, message: str, **extra: Any) -> dict[str, Any]:
 def _field_errors(detail: Any) -> dict[str, list[dict[str, str]]]:
     if isinstance(detail, dict):
         return {
-            name: [{"code": str(e.code), "message": str(e)} for e in (errors if isinstance(errors, list) else [errors])]
+            name: [
+                {"code": str(e.code), "message": str(e)}
+                for e in (errors if isinstance(errors, list) else [errors])
+            ]
             for name, errors in detail.items()
         }
     return {"non_field_errors": [{"code": str(e.code), "message": str(e)} for e in detail]}
@@ -29,7 +32,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         body = error_body(code=exc.code, message=exc.message)
         if exc.fields:
             body["error"]["fields"] = {
-                name: [{"code": e.code, "message": e.message} for e in errors] for name, errors in exc.fields.items()
+                name: [{"code": e.code, "message": e.message} for e in errors]
+                for name, errors in exc.fields.items()
             }
         headers = {}
         if exc.retry_after is not None:
@@ -39,7 +43,9 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, exceptions.ValidationError):
         return Response(
             error_body(
-                code="validation_error", message="Some parameters are invalid.", fields=_field_errors(exc.detail)
+                code="validation_error",
+                message="Some parameters are invalid.",
+                fields=_field_errors(exc.detail),
             ),
             status=status.HTTP_400_BAD_REQUEST,
         )

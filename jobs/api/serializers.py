@@ -13,7 +13,9 @@ from jobs.models import GenerationJob, JobImage
 class JobSubmitInputSerializer(serializers.Serializer):
     # Types only: the rules (and their stable codes) are jobs.validation's, shared with the page.
     prompt = serializers.CharField(allow_blank=True, trim_whitespace=False)
-    negative_prompt = serializers.CharField(allow_blank=True, trim_whitespace=False, required=False, default="")
+    negative_prompt = serializers.CharField(
+        allow_blank=True, trim_whitespace=False, required=False, default=""
+    )
     width = serializers.IntegerField(required=False)
     height = serializers.IntegerField(required=False)
     steps = serializers.IntegerField(required=False)

@@ -15,7 +15,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--output", default=settings.GENERATOR_MODEL, help="Destination folder.")
         parser.add_argument("--seed", type=int, default=0, help="Seed of the random weights.")
-        parser.add_argument("--if-missing", action="store_true", help="Do nothing if the folder holds a model.")
+        parser.add_argument(
+            "--if-missing", action="store_true", help="Do nothing if the folder holds a model."
+        )
 
     def handle(self, *args: Any, output: str, seed: int, if_missing: bool, **options: Any) -> None:
         destination = Path(output)

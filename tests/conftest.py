@@ -1,0 +1,127 @@
+"""Shared fixtures: the tiny model, an API client, and a real Celery worker process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.db import connection
+from rest_framework.test import APIClient
+
+from config.celery import app as celery_app
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    path = Path(settings.GENERATOR_MODEL)
+    if not (path / "model_index.json").exists():
+        from generator.tiny_model import build_tiny_model
+
+        build_tiny_model(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def engine(tiny_model_dir: Path) -> Any:
+    from generator.engine import Engine
+
+    return Engine.load(str(tiny_model_dir))
+
+
+@pytest.fixture
+def api_client() -> APIClient:
+    return APIClient()
+
+
+def _database_url() -> str:
+    db = connection.settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{db['NAME']}"
+    return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.1) -> Any:
+    """Polls until ``predicate`` returns something truthy; fails the test on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"condition not met within {timeout}s")
+
+
+class WorkerProcess:
+    def __init__(self, *, extra_env: dict[str, str] | None = None, name: str = "gpu") -> None:
+        self.hostname = f"{name}-{uuid.uuid4().hex[:8]}@test"
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / f"worker-{self.hostname.split('@')[0]}.log"
+        env = {**os.environ, "DATABASE_URL": _database_url(), "GENERATOR_WARMUP": "0", **(extra_env or {})}
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--queues",
+                "gpu",
+                "--concurrency",
+                "1",
+                "--pool",
+                "prefork",
+                "--hostname",
+                self.hostname,
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            env=env,
+            stdout=self.log_path.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 90.0) -> None:
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(f"worker exited early, see {self.log_path}")
+            replies = celery_app.control.ping(destination=[self.hostname], timeout=0.5)
+            return bool(replies)
+
+        wait_for(answers, timeout=timeout, interval=0.2)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def gpu_worker(
+    django_db_setup: None, django_db_blocker: Any, tiny_model_dir: Path
+) -> Iterator[WorkerProcess]:
+    """A real ``celery worker -Q gpu`` process sharing the test database and Redis."""
+    # Wake-ups left by earlier runs would only find an empty queue, but start clean anyway.
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    worker = WorkerProcess()
+    try:
+        worker.wait_ready()
+        yield worker
+    finally:
+        worker.stop()

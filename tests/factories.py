@@ -1,0 +1,39 @@
+"""factory-boy factories for every model the tests create."""
+
+from __future__ import annotations
+
+import factory
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.utils import timezone
+
+from jobs.models import GenerationJob, JobImage, JobStatus
+
+
+class GenerationJobFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = GenerationJob
+
+    prompt = factory.Sequence(lambda n: f"a lighthouse at dusk, variation {n}")
+    width = 64
+    height = 64
+    steps = 4
+    guidance_scale = 7.5
+    seed = factory.Sequence(lambda n: n)
+    model_name = factory.LazyFunction(lambda: settings.GENERATOR_MODEL)
+    client_ip = "203.0.113.7"
+    status = JobStatus.QUEUED
+
+
+class JobImageFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = JobImage
+
+    job = factory.SubFactory(
+        GenerationJobFactory, status=JobStatus.COMPLETED, finished_at=factory.LazyFunction(timezone.now)
+    )
+    index = 0
+    seed = factory.SelfAttribute("job.seed")
+    file = factory.LazyAttribute(
+        lambda o: ContentFile(b"\x89PNG\r\n\x1a\n", name=f"{o.job.id}/{o.index}.png")
+    )
