@@ -16,6 +16,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     PNDMScheduler,
 )
+from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
 from generator.requests import SCHEDULER_NAMES, GenerationRequest
@@ -79,6 +80,7 @@ class Engine:
         compile_unet: bool = False,
     ) -> Engine:
         """Loads ``model`` (a local folder, or a hub id when ``allow_hub``) with ``from_pretrained``."""
+        diffusers_logging.disable_progress_bar()
         chosen_device = choose_device(device)
         chosen_dtype = choose_dtype(chosen_device, dtype)
         pipeline = DiffusionPipeline.from_pretrained(
