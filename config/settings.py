@@ -167,17 +167,23 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_IGNORE_RESULT = True  # the GenerationJob row is the record of truth
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
-CELERY_TASK_ROUTES = {"jobs.tasks.generate_task": {"queue": "gpu"}}
+# GPU workers consume this queue; a deployment with several GPU pools gives each its own.
+GENERATION_QUEUE = env.str("GENERATION_QUEUE", default="gpu")
+CELERY_TASK_ROUTES = {"jobs.tasks.generate_task": {"queue": GENERATION_QUEUE}}
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # A GPU task is long and expensive: acknowledge it only when done, hand it back if the
 # worker process dies, and never reserve more than the one being run.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_TASK_SOFT_TIME_LIMIT = env.int("GENERATION_SOFT_TIME_LIMIT", default=300)
-CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + env.int("GENERATION_HARD_LIMIT_GRACE", default=30)
+# The soft limit raises inside the pipeline and fails the batch with `timeout`; the hard
+# limit kills a process stuck in native code (its jobs are then reaped as `worker_lost`).
+# Celery sends a task's limits inside each message, so the sender's value (web, beat) is
+# the one enforced: give every process of a deployment the same value.
+GENERATION_SOFT_TIME_LIMIT = env.int("GENERATION_SOFT_TIME_LIMIT", default=300)
+GENERATION_TIME_LIMIT = GENERATION_SOFT_TIME_LIMIT + env.int("GENERATION_HARD_LIMIT_GRACE", default=30)
 # Redis redelivers unacknowledged messages after this long: keep it above the hard limit.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": max(3600, CELERY_TASK_TIME_LIMIT * 2)}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": max(3600, GENERATION_TIME_LIMIT * 2)}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 

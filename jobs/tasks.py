@@ -10,30 +10,33 @@ import logging
 from typing import Any
 
 from celery import shared_task, signals
+from django.conf import settings
+
+from config.celery import app
 
 logger = logging.getLogger(__name__)
-
-GPU_QUEUE = "gpu"
-_consumes_gpu_queue = False
-
-
-@signals.celeryd_after_setup.connect
-def _note_gpu_consumer(sender: str, instance: Any, **kwargs: Any) -> None:
-    """Runs in the worker's main process before it forks: is this a GPU worker?"""
-    global _consumes_gpu_queue
-    _consumes_gpu_queue = GPU_QUEUE in instance.app.amqp.queues.consume_from
 
 
 @signals.worker_process_init.connect
 def _load_pipeline_at_process_start(**kwargs: Any) -> None:
-    """Each GPU worker process loads the pipeline once, before its first job arrives."""
-    if _consumes_gpu_queue:
+    """Each GPU worker process loads the pipeline once, before its first job arrives.
+
+    Loading inside the first task instead would also let a soft time limit fire during the
+    imports, where library code that catches every exception can swallow it.
+    """
+    # The pool forks after the worker selected its queues (-Q), so the child knows them.
+    if settings.GENERATION_QUEUE in (app.amqp.queues.consume_from or {}):
         from jobs.worker import get_engine
 
         get_engine()
 
 
-@shared_task(name="jobs.tasks.generate_task", bind=True)
+@shared_task(
+    name="jobs.tasks.generate_task",
+    bind=True,
+    soft_time_limit=settings.GENERATION_SOFT_TIME_LIMIT,
+    time_limit=settings.GENERATION_TIME_LIMIT,
+)
 def generate_task(self: Any) -> None:
     """A wake-up: claim the next batch of queued jobs from the database and run it."""
     from jobs.worker import process_next_batch

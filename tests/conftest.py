@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,6 +54,19 @@ def _database_url() -> str:
     return f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or 'localhost'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+def http_json(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, str], Any]:
+    """A real HTTP request to a live server; returns status, headers and the decoded JSON body."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), json.loads(error.read())
+
+
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 60.0, interval: float = 0.1) -> Any:
     """Polls until ``predicate`` returns something truthy; fails the test on timeout."""
     deadline = time.monotonic() + timeout
@@ -63,7 +79,9 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 60.0, interval: f
 
 
 class WorkerProcess:
-    def __init__(self, *, extra_env: dict[str, str] | None = None, name: str = "gpu") -> None:
+    def __init__(
+        self, *, extra_env: dict[str, str] | None = None, name: str = "gpu", queues: str = "gpu"
+    ) -> None:
         self.hostname = f"{name}-{uuid.uuid4().hex[:8]}@test"
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_path = ARTIFACTS / f"worker-{self.hostname.split('@')[0]}.log"
@@ -77,7 +95,7 @@ class WorkerProcess:
                 "config",
                 "worker",
                 "--queues",
-                "gpu",
+                queues,
                 "--concurrency",
                 "1",
                 "--pool",
@@ -101,7 +119,13 @@ class WorkerProcess:
             replies = celery_app.control.ping(destination=[self.hostname], timeout=0.5)
             return bool(replies)
 
+        def engine_loaded() -> bool:
+            return "event=engine_ready" in self.log_path.read_text()
+
         wait_for(answers, timeout=timeout, interval=0.2)
+        # The parent answers pings before its pool process has loaded the pipeline; a task's
+        # time limit that ran out during those imports would be lost, so wait for the engine.
+        wait_for(engine_loaded, timeout=timeout, interval=0.2)
 
     def stop(self) -> None:
         self.process.terminate()

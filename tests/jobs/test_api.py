@@ -140,3 +140,27 @@ def test_completed_job_lists_every_image(api_client: APIClient) -> None:
 
     assert [item["index"] for item in body["images"]] == [0, 1]
     assert body["image_url"] == body["images"][0]["url"]
+
+
+def test_cancelling_a_queued_job_through_the_api_cancels_it(api_client: APIClient) -> None:
+    job = GenerationJobFactory()
+
+    response = api_client.post(f"/api/v1/jobs/{job.id}/cancel")
+
+    assert response.status_code == 200
+    assert response.json()["status"] == "cancelled"
+    assert services.claim_next_jobs(worker_hostname="gpu@test", max_images=4).jobs == []
+
+
+@pytest.mark.parametrize("status", [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED])
+def test_cancelling_a_finished_job_is_a_409_with_a_code(api_client: APIClient, status: str) -> None:
+    job = GenerationJobFactory(status=status, finished_at=timezone.now(), failure_code=FailureCode.TIMEOUT)
+
+    response = api_client.post(f"/api/v1/jobs/{job.id}/cancel")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "job_already_finished"
+
+
+def test_cancelling_an_unknown_job_is_a_404(api_client: APIClient) -> None:
+    assert api_client.post(f"/api/v1/jobs/{uuid.uuid4()}/cancel").status_code == 404

@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import io
-import json
 import urllib.request
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from tests.conftest import WorkerProcess, wait_for
+from tests.conftest import WorkerProcess, http_json, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-
-def http_json(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, str], Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status, dict(response.headers), json.loads(response.read())
 
 
 def test_job_submitted_over_http_completes_with_a_png_of_the_requested_size(
