@@ -1,0 +1,331 @@
+"""Images per second: plain diffusers vs this project's worker path, in one run.
+
+    .venv/bin/python bench/worker_throughput.py                 # tiny model, CPU
+    .venv/bin/python bench/worker_throughput.py --full-size     # SD 1.5 architecture, 512 px (GPU)
+
+It starts its own Redis, SQLite database and Celery gpu worker, then measures
+(a) a plain diffusers loop calling the pipeline one prompt at a time,
+(b1) the worker path one job at a time (submit, wait, repeat): batch 1,
+(b2) the worker path with a burst of queued jobs (dynamic batching),
+and prints images/s, their ratios, p50/p95 job latency, the queue overhead
+(submit -> running) and the worker's memory before and after the jobs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PROMPTS = [
+    "a lighthouse at dusk",
+    "a red fox in the snow",
+    "an astronaut riding a horse",
+    "a bowl of ramen, studio lighting",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def build_full_size_model(destination: Path) -> None:
+    """Stable Diffusion 1.5's architecture (public configs) with random weights: no download."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from generator.tiny_model import build_tokenizer
+
+    tokenizer = build_tokenizer(destination / "_tokenizer")
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        unet = UNet2DConditionModel(
+            sample_size=64,
+            cross_attention_dim=768,
+            block_out_channels=(320, 640, 1280, 1280),
+            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+            layers_per_block=2,
+            attention_head_dim=8,
+        )
+        vae = AutoencoderKL(
+            block_out_channels=(128, 256, 512, 512),
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            latent_channels=4,
+            layers_per_block=2,
+            sample_size=512,
+        )
+        text_encoder = CLIPTextModel(
+            CLIPTextConfig(
+                vocab_size=49408,
+                hidden_size=768,
+                intermediate_size=3072,
+                num_hidden_layers=12,
+                num_attention_heads=12,
+                max_position_embeddings=77,
+                hidden_act="quick_gelu",
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        )
+    scheduler = PNDMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
+    )
+    pipeline = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(str(destination), safe_serialization=True)
+
+
+def plain_diffusers(model: str, *, jobs: int, size: int, steps: int) -> float:
+    """Seconds for ``jobs`` single-prompt calls of a plain diffusers pipeline (after one warm-up)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    from generator.engine import choose_device, choose_dtype
+
+    diffusers_logging.disable_progress_bar()
+    device = choose_device()
+    pipeline = StableDiffusionPipeline.from_pretrained(
+        model, dtype=choose_dtype(device), local_files_only=True
+    )
+    pipeline.to(device)
+    pipeline.set_progress_bar_config(disable=True)
+
+    def one(index: int) -> None:
+        generator = torch.Generator(device="cpu").manual_seed(index)
+        pipeline(
+            PROMPTS[index % len(PROMPTS)],
+            width=size,
+            height=size,
+            num_inference_steps=steps,
+            generator=generator,
+        )
+
+    one(0)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for index in range(jobs):
+        one(index)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def worker_rss_mib(worker: subprocess.Popen[bytes]) -> float:
+    """Resident memory of the worker's pool process (the one holding the pipeline)."""
+    children = subprocess.run(["pgrep", "-P", str(worker.pid)], capture_output=True, text=True).stdout.split()
+    for line in Path(f"/proc/{children[0]}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=16, help="jobs per measured phase")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch-images", type=int, default=4, help="GENERATION_BATCH_IMAGES of the worker")
+    parser.add_argument(
+        "--memory-jobs", type=int, default=100, help="jobs run before the second memory reading"
+    )
+    parser.add_argument(
+        "--full-size", action="store_true", help="SD 1.5 architecture, random weights, 512 px"
+    )
+    parser.add_argument("--model", help="an existing diffusers folder to use instead")
+    args = parser.parse_args()
+    if args.full_size:
+        args.size = 512 if args.size == 64 else args.size
+        args.steps = 25 if args.steps == 10 else args.steps
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    redis_port = free_port()
+    redis = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(redis_port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+    )
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        if args.model:
+            model = args.model
+        else:
+            model = str(workdir / "model")
+            if args.full_size:
+                build_full_size_model(Path(model))
+            else:
+                from generator.tiny_model import build_tiny_model
+
+                build_tiny_model(Path(model))
+        env = {
+            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+            "MEDIA_ROOT": str(workdir / "media"),
+            "GENERATOR_MODEL": model,
+            "GENERATION_BATCH_IMAGES": str(args.batch_images),
+            "LOG_LEVEL": "WARNING",
+        }
+        os.environ.update(env)
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        from jobs import services
+        from jobs.models import GenerationJob, JobStatus
+
+        log_path = workdir / "worker.log"
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-Q",
+                "gpu",
+                "-c",
+                "1",
+                "--loglevel",
+                "INFO",
+            ],
+            cwd=ROOT,
+            env={**os.environ, "LOG_LEVEL": "INFO"},
+            stdout=log_path.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        while "event=engine_ready" not in log_path.read_text():
+            if worker.poll() is not None:
+                raise SystemExit(f"worker died, see {log_path}")
+            time.sleep(0.2)
+        rss_start = worker_rss_mib(worker)
+
+        plain_seconds = plain_diffusers(model, jobs=args.jobs, size=args.size, steps=args.steps)
+
+        def submit(index: int) -> GenerationJob:
+            return services.job_submit(
+                prompt=PROMPTS[index % len(PROMPTS)],
+                client_ip="127.0.0.1",
+                width=args.size,
+                height=args.size,
+                steps=args.steps,
+                seed=index,
+            )
+
+        def wait_all(ids: list[uuid.UUID]) -> list[GenerationJob]:
+            while GenerationJob.objects.filter(
+                pk__in=ids, status__in=(JobStatus.QUEUED, JobStatus.RUNNING)
+            ).exists():
+                time.sleep(0.02)
+            finished = list(GenerationJob.objects.filter(pk__in=ids))
+            assert all(job.status == JobStatus.COMPLETED for job in finished), "a job did not complete"
+            return finished
+
+        wait_all([submit(0).pk])  # the worker's first job, not measured
+        started = time.perf_counter()
+        sequential = [wait_all([submit(index).pk])[0] for index in range(args.jobs)]
+        sequential_seconds = time.perf_counter() - started
+
+        started = time.perf_counter()
+        burst = wait_all([submit(index).pk for index in range(args.jobs)])
+        burst_seconds = time.perf_counter() - started
+
+        remaining = max(0, args.memory_jobs - 2 * args.jobs - 1)
+        for start in range(0, remaining, args.jobs):
+            wait_all([submit(index).pk for index in range(start, min(remaining, start + args.jobs))])
+        rss_end = worker_rss_mib(worker)
+        total_jobs = GenerationJob.objects.count()
+
+        def seconds(jobs: list[GenerationJob], start: str, end: str) -> list[float]:
+            return [(getattr(job, end) - getattr(job, start)).total_seconds() for job in jobs]
+
+        overhead = seconds(sequential, "created_at", "started_at")
+        sequential_latency = seconds(sequential, "created_at", "finished_at")
+        burst_latency = seconds(burst, "created_at", "finished_at")
+        plain_rate = args.jobs / plain_seconds
+        sequential_rate = args.jobs / sequential_seconds
+        burst_rate = args.jobs / burst_seconds
+
+        import torch
+
+        device = (
+            torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+        )
+        print(
+            f"device: {device}; torch {torch.__version__}; model: {'SD 1.5 architecture' if args.full_size else 'tiny'}"
+        )
+        print(
+            f"jobs per phase: {args.jobs}; {args.size}x{args.size}, {args.steps} steps; batch images {args.batch_images}"
+        )
+        print(f"(a)  plain diffusers, one prompt at a time : {plain_rate:7.2f} images/s")
+        print(
+            f"(b1) worker path, one job at a time       : {sequential_rate:7.2f} images/s  ({sequential_rate / plain_rate:.2f}x plain)"
+        )
+        print(
+            f"(b2) worker path, {args.jobs} jobs queued         : {burst_rate:7.2f} images/s  ({burst_rate / plain_rate:.2f}x plain)"
+        )
+        print(
+            f"latency p50/p95: one at a time {statistics.median(sequential_latency) * 1000:.0f}/"
+            f"{percentile(sequential_latency, 0.95) * 1000:.0f} ms; queued burst "
+            f"{statistics.median(burst_latency) * 1000:.0f}/{percentile(burst_latency, 0.95) * 1000:.0f} ms"
+        )
+        print(
+            f"queue overhead (submit -> running) p50/p95: {statistics.median(overhead) * 1000:.1f}/"
+            f"{percentile(overhead, 0.95) * 1000:.1f} ms"
+        )
+        print(f"worker RSS: {rss_start:.0f} MiB at start, {rss_end:.0f} MiB after {total_jobs} jobs")
+    finally:
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+        redis.terminate()
+        redis.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
