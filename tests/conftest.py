@@ -149,3 +149,23 @@ def gpu_worker(
         yield worker
     finally:
         worker.stop()
+
+
+# --- Abuse control ----------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def abuse_limits_relaxed(settings: Any) -> Iterator[None]:
+    """Tests that are not about limits submit freely; tests about them set the limit they
+    test. Redis-held limit state and refusal counters start empty in every test."""
+    settings.SUBMIT_RATE = "1000/m"
+    settings.SUBMIT_MAX_ACTIVE_JOBS = 1000
+    settings.STATUS_POLL_RATE = "1000/m"
+    clear_abuse_state()
+    yield
+
+
+def clear_abuse_state() -> None:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    prefix = settings.CACHES["default"]["KEY_PREFIX"]
+    for pattern in (f"{prefix}:*:rl:*", f"{prefix}:*:usage:*"):
+        for key in client.scan_iter(match=pattern):
+            client.delete(key)
