@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 from django.conf import settings
@@ -132,18 +132,18 @@ def _refuse_if_blocked(*, client_ip: str, network: str) -> None:
     address = parse_ip(client_ip)
     for entry in BlockedNetwork.objects.values_list("network", flat=True):
         if address is not None and address in ipaddress.ip_network(entry, strict=False):
-            _count_refusal(kind="blocked", network=network)
-            raise JobError(code="blocked", message="This address may not submit jobs.", http_status=403)
+            _refuse(
+                code="blocked", network=network, message="This address may not submit jobs.", http_status=403
+            )
 
 
 def _refuse_if_over_rate(*, network: str) -> None:
     retry_after = _rate_limit_hit(group=SUBMIT_GROUP, rate=settings.SUBMIT_RATE, network=network)
     if retry_after is not None:
-        _count_refusal(kind="rate_limited", network=network)
-        raise JobError(
+        _refuse(
             code="rate_limited",
+            network=network,
             message=f"Too many submissions: try again in {retry_after} seconds.",
-            http_status=429,
             retry_after=retry_after,
         )
 
@@ -165,11 +165,11 @@ def _rate_limit_hit(*, group: str, rate: str, network: str) -> int | None:
 
 def _lock_client_network(*, network: str) -> None:
     now = timezone.now()
-    if not ClientNetwork.objects.filter(network=network).update(last_seen=now):
-        ClientNetwork.objects.bulk_create(
-            [ClientNetwork(network=network, first_seen=now, last_seen=now)], ignore_conflicts=True
-        )
-        ClientNetwork.objects.filter(network=network).update(last_seen=now)
+    _update_or_insert(
+        ClientNetwork.objects.filter(network=network),
+        ClientNetwork(network=network, first_seen=now, last_seen=now),
+        last_seen=now,
+    )
 
 
 def _refuse_if_too_many_active(*, network: str) -> None:
@@ -178,11 +178,10 @@ def _refuse_if_too_many_active(*, network: str) -> None:
         return
     active = GenerationJob.objects.filter(client_network=network, status__in=ACTIVE_STATUSES).count()
     if active >= limit:
-        _count_refusal(kind="too_many_active_jobs", network=network)
-        raise JobError(
+        _refuse(
             code="too_many_active_jobs",
+            network=network,
             message=f"You already have {active} job(s) queued or running: wait for one to finish.",
-            http_status=429,
             retry_after=ACTIVE_JOB_RETRY_AFTER_SECONDS,
         )
 
@@ -195,30 +194,41 @@ def _count_submission(*, network: str) -> None:
             ClientUsage.objects.filter(network=network, day=today).values_list("submitted", flat=True).first()
         )
         if (submitted or 0) >= quota:
-            _count_refusal(kind="daily_quota_exceeded", network=network)
             tomorrow = datetime.combine(today + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
-            raise JobError(
+            _refuse(
                 code="daily_quota_exceeded",
+                network=network,
                 message=f"The daily quota of {quota} jobs is used up: it resets at midnight UTC.",
-                http_status=429,
                 retry_after=max(1, int((tomorrow - timezone.now()).total_seconds())),
             )
     _bump_usage(network=network, day=today, submitted=models.F("submitted") + 1)
 
 
 def _bump_usage(*, network: str, day: date, **changes: Any) -> None:
-    if not ClientUsage.objects.filter(network=network, day=day).update(**changes):
-        ClientUsage.objects.bulk_create([ClientUsage(network=network, day=day)], ignore_conflicts=True)
-        ClientUsage.objects.filter(network=network, day=day).update(**changes)
+    _update_or_insert(
+        ClientUsage.objects.filter(network=network, day=day), ClientUsage(network=network, day=day), **changes
+    )
 
 
-def _count_refusal(*, kind: str, network: str) -> None:
-    # Redis, not the database: refusals come in floods, and one HINCRBY costs nothing.
+def _update_or_insert(rows: models.QuerySet[Any], missing: models.Model, **changes: Any) -> None:
+    """UPDATEs ``rows``, inserting ``missing`` first if there are none. A concurrent first
+    insert is ignored rather than failing the transaction, and the UPDATE holds the row's
+    lock until commit (PostgreSQL), which is what serialises one network's submissions."""
+    if not rows.update(**changes):
+        type(missing)._default_manager.bulk_create([missing], ignore_conflicts=True)
+        rows.update(**changes)
+
+
+def _refuse(
+    *, code: str, network: str, message: str, http_status: int = 429, retry_after: int | None = None
+) -> NoReturn:
+    # Counted in Redis, not the database: refusals come in floods, and one HINCRBY costs nothing.
     key = refusal_counter_key(day=timezone.now().date())
     pipeline = redis_client().pipeline()
-    pipeline.hincrby(key, f"{kind}|{network}", 1)
+    pipeline.hincrby(key, f"{code}|{network}", 1)
     pipeline.expire(key, REFUSAL_COUNTER_TTL_SECONDS)
     pipeline.execute()
+    raise JobError(code=code, message=message, http_status=http_status, retry_after=retry_after)
 
 
 def _is_usage_field(name: str) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import ARTIFACTS, _database_url, wait_for
+from tests.conftest import ARTIFACTS, _database_url, stop_process, wait_for
 from tests.ratelimit.helpers import VALID, fresh_window_client
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -79,12 +79,7 @@ class ServerProcess:
             return error.code
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
 
 @pytest.fixture
