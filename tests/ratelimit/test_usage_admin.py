@@ -77,3 +77,17 @@ def test_staff_without_the_blocklist_permission_cannot_block(api_client: APIClie
 
     assert response.status_code == 403
     assert not BlockedNetwork.objects.exists()
+
+
+def test_blocklist_admin_stores_one_spelling_per_network_and_rejects_garbage() -> None:
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+    url = "/admin/ratelimit/blockednetwork/add/"
+
+    client.post(url, {"network": "10.0.0.9/8", "reason": "abuse"})
+    duplicate = client.post(url, {"network": "10.0.0.0/8", "reason": "again"})
+    garbage = client.post(url, {"network": "example.com", "reason": ""})
+
+    assert list(BlockedNetwork.objects.values_list("network", flat=True)) == ["10.0.0.0/8"]
+    assert duplicate.status_code == garbage.status_code == 200  # the form again, with its error
+    assert "Enter an IP address or a CIDR." in garbage.text
