@@ -6,6 +6,8 @@ Defaults run the whole service on one machine: SQLite, Redis on localhost, media
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
 
 import environ
@@ -161,6 +163,34 @@ JOB_DEFAULTS = {
     "steps": env.int("JOB_DEFAULT_STEPS", default=25),
     "guidance_scale": env.float("JOB_DEFAULT_GUIDANCE", default=7.5),
 }
+
+# --- Abuse control (ratelimit/) ----------------------------------------------------------
+# The client IP is the only identity. X-Forwarded-For is believed only from trusted proxies:
+# either a fixed number of proxy hops in front of every request, or the proxies' networks.
+CLIENT_IP_TRUSTED_PROXY_COUNT = env.int("CLIENT_IP_TRUSTED_PROXY_COUNT", default=0)
+CLIENT_IP_TRUSTED_PROXIES = env.list("CLIENT_IP_TRUSTED_PROXIES", default=[])
+# IPv6 clients are limited and counted per network of this prefix length.
+CLIENT_IP_IPV6_PREFIX = env.int("CLIENT_IP_IPV6_PREFIX", default=64)
+SUBMIT_RATE = env.str("SUBMIT_RATE", default="8/m")  # django-ratelimit's "count/period"
+SUBMIT_MAX_ACTIVE_JOBS = env.int("SUBMIT_MAX_ACTIVE_JOBS", default=1)  # queued or running, per client
+SUBMIT_DAILY_QUOTA = env.int("SUBMIT_DAILY_QUOTA", default=500)  # accepted jobs per UTC day; 0 = none
+STATUS_POLL_RATE = env.str("STATUS_POLL_RATE", default="600/m")
+if CLIENT_IP_TRUSTED_PROXY_COUNT and CLIENT_IP_TRUSTED_PROXIES:
+    raise environ.ImproperlyConfigured(
+        "Set CLIENT_IP_TRUSTED_PROXY_COUNT or CLIENT_IP_TRUSTED_PROXIES, not both"
+    )
+for _cidr in CLIENT_IP_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_cidr.strip(), strict=False)
+    except ValueError:
+        raise environ.ImproperlyConfigured(f"CLIENT_IP_TRUSTED_PROXIES: {_cidr!r} is not a CIDR") from None
+if not 1 <= CLIENT_IP_IPV6_PREFIX <= 128 or CLIENT_IP_TRUSTED_PROXY_COUNT < 0:
+    raise environ.ImproperlyConfigured(
+        "CLIENT_IP_IPV6_PREFIX must be 1-128, CLIENT_IP_TRUSTED_PROXY_COUNT >= 0"
+    )
+for _name, _rate in (("SUBMIT_RATE", SUBMIT_RATE), ("STATUS_POLL_RATE", STATUS_POLL_RATE)):
+    if not re.fullmatch(r"[1-9][0-9]*/[0-9]*[smhd]", _rate):
+        raise environ.ImproperlyConfigured(f"{_name} must look like 8/m or 100/10s, not {_rate!r}")
 
 # --- Celery ------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)

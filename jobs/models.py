@@ -62,6 +62,9 @@ class GenerationJob(models.Model):
     warnings = models.JSONField(default=list, blank=True)
 
     client_ip = models.GenericIPAddressField()
+    # The key abuse control counted this job under (ratelimit.client_ip.client_network):
+    # the address itself for IPv4, its /64 (configurable) for IPv6.
+    client_network = models.CharField(max_length=64, blank=True, default="")
     worker_hostname = models.CharField(max_length=255, blank=True, default="")
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -75,6 +78,7 @@ class GenerationJob(models.Model):
             models.Index(fields=["status", "created_at"], name="job_status_created_idx"),
             models.Index(fields=["client_ip", "created_at"], name="job_client_created_idx"),
             models.Index(fields=["failure_code", "created_at"], name="job_failure_created_idx"),
+            models.Index(fields=["client_network", "status"], name="job_network_status_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=JobStatus.values), name="job_status_valid"),

@@ -22,6 +22,7 @@ from django.utils import timezone
 from jobs.errors import job_already_finished, job_not_found
 from jobs.models import TRANSITION_SOURCES, FailureCode, GenerationJob, JobImage, JobStatus
 from jobs.validation import SEED_MAX, JobParameters, normalise_prompt, validate_parameters
+from ratelimit.services import submission_admitted, usage_record_job_finished
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,8 @@ def job_submit(
         num_images=num_images,
     )
     validate_parameters(params)
-    with transaction.atomic():
+    # Refuses over-limit clients, else opens the transaction the job is written in.
+    with submission_admitted(client_ip=client_ip) as network:
         job = GenerationJob.objects.create(
             prompt=params.prompt,
             negative_prompt=params.negative_prompt,
@@ -87,6 +89,7 @@ def job_submit(
             num_images=params.num_images,
             model_name=settings.GENERATOR_MODEL,
             client_ip=client_ip,
+            client_network=network,
         )
         transaction.on_commit(wake_gpu_worker)
     logger.info("job=%s event=submitted client_ip=%s", job.id, client_ip)
@@ -201,6 +204,12 @@ def job_complete(*, job: GenerationJob, pngs: Sequence[bytes], warnings: Sequenc
         )
         if moved:
             JobImage.objects.bulk_create(images)
+            usage_record_job_finished(
+                network=job.client_network,
+                failure_code="",
+                started_at=job.started_at,
+                finished_at=finished_at,
+            )
     if not moved:
         for image in images:
             image.file.delete(save=False)
@@ -212,13 +221,22 @@ def job_complete(*, job: GenerationJob, pngs: Sequence[bytes], warnings: Sequenc
 
 def job_fail(*, job_id: JobId, code: str, message: str) -> bool:
     """Fails a queued or running job with a named ``FailureCode``; returns whether it moved."""
-    moved = transition_job(
-        job_id=job_id,
-        to=JobStatus.FAILED,
-        finished_at=timezone.now(),
-        failure_code=code,
-        failure_message=message,
-    )
+    finished_at = timezone.now()
+    with transaction.atomic():
+        moved = transition_job(
+            job_id=job_id,
+            to=JobStatus.FAILED,
+            finished_at=finished_at,
+            failure_code=code,
+            failure_message=message,
+        )
+        if moved:
+            network, started_at = GenerationJob.objects.values_list("client_network", "started_at").get(
+                pk=job_id
+            )
+            usage_record_job_finished(
+                network=network, failure_code=code, started_at=started_at, finished_at=finished_at
+            )
     if moved:
         logger.info("job=%s event=failed code=%s", job_id, code)
     return moved

@@ -128,12 +128,17 @@ class WorkerProcess:
         wait_for(engine_loaded, timeout=timeout, interval=0.2)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """Terminates a child process of the tests, killing it if it does not stop in time."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="session")
@@ -149,3 +154,23 @@ def gpu_worker(
         yield worker
     finally:
         worker.stop()
+
+
+# --- Abuse control ----------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def abuse_limits_relaxed(settings: Any) -> Iterator[None]:
+    """Tests that are not about limits submit freely; tests about them set the limit they
+    test. Redis-held limit state and refusal counters start empty in every test."""
+    settings.SUBMIT_RATE = "1000/m"
+    settings.SUBMIT_MAX_ACTIVE_JOBS = 1000
+    settings.STATUS_POLL_RATE = "1000/m"
+    clear_abuse_state()
+    yield
+
+
+def clear_abuse_state() -> None:
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    prefix = settings.CACHES["default"]["KEY_PREFIX"]
+    for pattern in (f"{prefix}:*:rl:*", f"{prefix}:*:usage:*"):
+        for key in client.scan_iter(match=pattern):
+            client.delete(key)

@@ -8,6 +8,7 @@ from django.core.files.base import ContentFile
 from django.utils import timezone
 
 from jobs.models import GenerationJob, JobImage, JobStatus
+from ratelimit.client_ip import client_network
 
 
 class GenerationJobFactory(factory.django.DjangoModelFactory):
@@ -22,6 +23,7 @@ class GenerationJobFactory(factory.django.DjangoModelFactory):
     seed = factory.Sequence(lambda n: n)
     model_name = factory.LazyFunction(lambda: settings.GENERATOR_MODEL)
     client_ip = "203.0.113.7"
+    client_network = factory.LazyAttribute(lambda o: client_network(o.client_ip))
     status = JobStatus.QUEUED
 
 

@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from jobs import selectors, services
 from jobs.api.serializers import JobSerializer, JobSubmitInputSerializer
 from ratelimit.client_ip import client_ip
+from ratelimit.services import enforce_status_poll_limit
 
 
 class JobListView(APIView):
@@ -23,6 +24,7 @@ class JobListView(APIView):
 
 class JobDetailView(APIView):
     def get(self, request: Request, job_id: str) -> Response:
+        enforce_status_poll_limit(client_ip=client_ip(request))
         job = selectors.job_get(job_id=job_id)
         return Response(JobSerializer(job, context={"request": request}).data)
 

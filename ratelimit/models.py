@@ -1,0 +1,74 @@
+"""Abuse control records: the operators' blocklist and per-client-network usage."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from ratelimit.client_ip import normalise_network
+
+
+class BlockedNetwork(models.Model):
+    """An address or CIDR whose clients may not submit jobs (403 ``blocked``)."""
+
+    network = models.CharField(
+        max_length=64, unique=True, help_text="An address or a CIDR, e.g. 203.0.113.7 or 2001:db8::/48."
+    )
+    reason = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return self.network
+
+    def clean(self) -> None:
+        # One spelling per network, so the unique constraint also catches "10.0.0.9/8" vs "10.0.0.0/8".
+        try:
+            self.network = normalise_network(self.network)
+        except ValueError:
+            raise ValidationError({"network": "Enter an IP address or a CIDR."}) from None
+
+
+class ClientNetwork(models.Model):
+    """One row per client network (see ``client_network``): when it was first and last seen
+    submitting, and the row its submissions lock so they are admitted one at a time."""
+
+    network = models.CharField(max_length=64, unique=True)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.network
+
+
+class ClientUsage(models.Model):
+    """What one client network did on one UTC day. Written when a job is accepted and when
+    it finishes, never on status polls; refused requests are counted in Redis instead
+    (``ratelimit.services``), so a flood of them costs the database nothing."""
+
+    network = models.CharField(max_length=64)
+    day = models.DateField()
+    submitted = models.PositiveIntegerField(default=0)
+    completed = models.PositiveIntegerField(default=0)
+    failed_invalid_prompt = models.PositiveIntegerField(default=0)
+    failed_timeout = models.PositiveIntegerField(default=0)
+    failed_out_of_memory = models.PositiveIntegerField(default=0)
+    failed_inference_error = models.PositiveIntegerField(default=0)
+    failed_worker_lost = models.PositiveIntegerField(default=0)
+    failed_other = models.PositiveIntegerField(default=0)
+    # Run time (started to finished) of completed and failed jobs. Jobs batched into one
+    # pipeline call each count the whole call, so this can exceed wall-clock GPU time.
+    gpu_seconds = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ("-day", "network")
+        verbose_name = "usage per IP"
+        verbose_name_plural = "usage per IP"
+        indexes = [models.Index(fields=["day", "network"], name="usage_day_network_idx")]
+        constraints = [models.UniqueConstraint(fields=["network", "day"], name="usage_network_day_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.network} on {self.day}"
