@@ -24,7 +24,6 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,10 +50,10 @@ def percentile(values: list[float], fraction: float) -> float:
 def build_full_size_model(destination: Path) -> None:
     """Stable Diffusion 1.5's architecture (public configs) with random weights: no download."""
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from generator.tiny_model import build_tokenizer
+    from generator.tiny_model import assemble_pipeline, build_tokenizer
 
     tokenizer = build_tokenizer(destination / "_tokenizer")
     with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
@@ -89,19 +88,7 @@ def build_full_size_model(destination: Path) -> None:
                 pad_token_id=tokenizer.pad_token_id,
             )
         )
-    scheduler = PNDMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", skip_prk_steps=True, steps_offset=1
-    )
-    pipeline: Any = StableDiffusionPipeline(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipeline = assemble_pipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
     pipeline.save_pretrained(str(destination), safe_serialization=True)
 
 

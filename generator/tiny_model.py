@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 # Text encoder window: the same 77 tokens as every Stable Diffusion 1.x/2.x model.
 TOKEN_WINDOW = 77
@@ -72,7 +73,7 @@ def build_tokenizer(workdir: Path):  # type: ignore[no-untyped-def]
 def build_tiny_pipeline(*, seed: int = 0):  # type: ignore[no-untyped-def]
     """Returns an in-memory tiny ``StableDiffusionPipeline`` with seeded random weights."""
     import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
@@ -115,6 +116,13 @@ def build_tiny_pipeline(*, seed: int = 0):  # type: ignore[no-untyped-def]
         norm_num_groups=8,
         sample_size=64,
     )
+    return assemble_pipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+
+
+def assemble_pipeline(*, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any) -> Any:
+    """A ``StableDiffusionPipeline`` of these parts with Stable Diffusion 1.x's own scheduler."""
+    from diffusers import PNDMScheduler, StableDiffusionPipeline
+
     scheduler = PNDMScheduler(
         beta_start=0.00085,
         beta_end=0.012,

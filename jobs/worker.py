@@ -5,6 +5,7 @@ Only worker processes import this module (it loads torch); web processes never d
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import time
@@ -89,19 +90,7 @@ def _reject_invalid(jobs: Sequence[GenerationJob]) -> list[GenerationJob]:
     valid = []
     for job in jobs:
         try:
-            validate_parameters(
-                JobParameters(
-                    prompt=job.prompt,
-                    negative_prompt=job.negative_prompt,
-                    width=job.width,
-                    height=job.height,
-                    steps=job.steps,
-                    guidance_scale=job.guidance_scale,
-                    seed=job.seed,
-                    scheduler=job.scheduler,
-                    num_images=job.num_images,
-                )
-            )
+            validate_parameters(JobParameters(**dataclasses.asdict(to_request(job))))
         except JobError as error:
             reasons = "; ".join(e.message for errors in error.fields.values() for e in errors)
             services.job_fail(job_id=job.pk, code=FailureCode.INVALID_PROMPT, message=reasons)
