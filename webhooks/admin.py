@@ -10,6 +10,9 @@ from webhooks.models import WebhookAttempt, WebhookDelivery
 from webhooks.services import webhook_delivery_resend
 
 
+ATTEMPT_COLUMNS = ("number", "started_at", "duration_ms", "succeeded", "response_status", "error")
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -25,16 +28,7 @@ class WebhookAttemptInline(admin.TabularInline):
     model = WebhookAttempt
     extra = 0
     can_delete = False
-    fields = readonly_fields = (
-        "number",
-        "started_at",
-        "duration_ms",
-        "succeeded",
-        "response_status",
-        "error",
-        "error_message",
-        "worker_hostname",
-    )
+    fields = readonly_fields = (*ATTEMPT_COLUMNS, "error_message", "worker_hostname")
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False
@@ -70,14 +64,6 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
 @admin.register(WebhookAttempt)
 class WebhookAttemptAdmin(ReadOnlyAdmin):
-    list_display = (
-        "delivery",
-        "number",
-        "started_at",
-        "duration_ms",
-        "succeeded",
-        "response_status",
-        "error",
-    )
+    list_display = ("delivery", *ATTEMPT_COLUMNS)
     list_filter = ("succeeded", "error")
     search_fields = ("delivery__webhook_id",)

@@ -37,7 +37,7 @@ class WebhookDelivery(models.Model):
     job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="webhook_deliveries")
     event = models.CharField(max_length=16, choices=WebhookEvent.choices)
     webhook_id = models.CharField(max_length=64, unique=True)
-    url = models.URLField(max_length=2048)
+    url = models.CharField(max_length=2048)
     payload = models.TextField(help_text="The exact JSON body that is signed and sent.")
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
     attempt_count = models.PositiveIntegerField(default=0)
