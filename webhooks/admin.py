@@ -9,7 +9,6 @@ from django.http import HttpRequest
 from webhooks.models import WebhookAttempt, WebhookDelivery
 from webhooks.services import webhook_delivery_resend
 
-
 ATTEMPT_COLUMNS = ("number", "started_at", "duration_ms", "succeeded", "response_status", "error")
 
 
