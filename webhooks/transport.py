@@ -9,17 +9,14 @@ Redirects are never followed. Plain Python, no Django.
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import socket
 import ssl
 from dataclasses import dataclass
 
 from webhooks.addresses import (
     Destination,
-    ForbiddenDestination,
     Resolver,
     check_destination,
-    forbidden_reason,
     system_resolver,
 )
 
@@ -41,21 +38,14 @@ class PostOutcome:
 
 
 class _PinnedConnectionMixin:
-    """Connects to ``pinned_address`` whatever ``host`` says, and checks the peer it reached."""
+    """Connects to ``pinned_address``, the one that was checked, whatever ``host`` resolves to now."""
 
     pinned_address: str
-    allow_private: bool
     port: int
     timeout: float | None
-    sock: socket.socket | None
 
     def _open_pinned_socket(self) -> socket.socket:
-        sock = socket.create_connection((self.pinned_address, self.port), timeout=self.timeout)
-        peer = str(sock.getpeername()[0]).split("%")[0]
-        if not self.allow_private and forbidden_reason(ipaddress.ip_address(peer)):
-            sock.close()
-            raise ForbiddenDestination(f"Connected to a forbidden address: {peer}.")
-        return sock
+        return socket.create_connection((self.pinned_address, self.port), timeout=self.timeout)
 
 
 class PinnedHTTPConnection(_PinnedConnectionMixin, http.client.HTTPConnection):
@@ -94,7 +84,7 @@ def post(
     errors: list[DeliveryFailed] = []
     for address in destination.addresses:
         try:
-            status = _post_to(destination, address, body, headers, timeout, allow_private)
+            status = _post_to(destination, address, body, headers, timeout)
         except TimeoutError:
             errors.append(DeliveryFailed("timeout", f"No answer from {address} within {timeout:g} s."))
         except (OSError, http.client.HTTPException) as error:
@@ -111,12 +101,10 @@ def _post_to(
     body: bytes,
     headers: dict[str, str],
     timeout: float,
-    allow_private: bool,
 ) -> int:
     connection_class = PinnedHTTPSConnection if destination.scheme == "https" else PinnedHTTPConnection
     connection = connection_class(destination.host, destination.port, timeout=timeout)
     connection.pinned_address = address
-    connection.allow_private = allow_private
     try:
         connection.request("POST", destination.target, body=body, headers=headers)
         response = connection.getresponse()

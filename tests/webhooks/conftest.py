@@ -32,11 +32,12 @@ class Receiver:
     statuses: list[int]
     location: str = ""
     requests: list[ReceivedRequest] = field(default_factory=list)
+    host: str = "127.0.0.1"
     port: int = 0
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
+        return f"http://{self.host}:{self.port}/hooks"
 
     def handle(self, request: ReceivedRequest) -> int:
         self.requests.append(request)
@@ -47,8 +48,8 @@ class Receiver:
 def receiver_factory() -> Iterator[Callable[..., Receiver]]:
     servers: list[ThreadingHTTPServer] = []
 
-    def start(*statuses: int, location: str = "") -> Receiver:
-        receiver = Receiver(statuses=list(statuses) or [200], location=location)
+    def start(*statuses: int, location: str = "", host: str = "127.0.0.1", port: int = 0) -> Receiver:
+        receiver = Receiver(statuses=list(statuses) or [200], location=location, host=host)
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
@@ -65,7 +66,7 @@ def receiver_factory() -> Iterator[Callable[..., Receiver]]:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server = ThreadingHTTPServer((host, port), Handler)
         receiver.port = server.server_address[1]
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)

@@ -171,6 +171,21 @@ def test_dns_rebinding_after_the_submit_check_is_refused_before_connecting(
     )
 
 
+def test_delivery_connects_to_the_address_it_checked_not_a_later_lookup(
+    receiver_factory: Callable[..., Receiver], fake_dns: dict[str, list[list[str]]], settings: Any
+) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+    checked = receiver_factory(200)
+    elsewhere = receiver_factory(200, host="127.0.0.2", port=checked.port)
+    # A lookup after the check (as an unpinned connect would make) gets the other address.
+    fake_dns["pin.example"] = [["127.0.0.1"], ["127.0.0.2"]]
+
+    delivery = attempt(delivery_to(f"http://pin.example:{checked.port}/hooks"))
+
+    assert (delivery.status, len(checked.requests), elsewhere.requests) == (DeliveryStatus.DELIVERED, 1, [])
+    assert checked.requests[0].headers["Host"] == f"pin.example:{checked.port}"
+
+
 def test_a_name_that_stops_resolving_is_retried(fake_dns: dict[str, list[list[str]]]) -> None:
     fake_dns["gone.example"] = [[]]
 
