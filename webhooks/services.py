@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 MAX_URL_LENGTH = 2048
 USER_AGENT = "imagegen-webhooks/1"
+# Retrying cannot help: the receiver asked us to stop, or the address is one we never call.
+FINAL_ERRORS = (AttemptError.GONE, AttemptError.FORBIDDEN_ADDRESS)
 
 
 def webhook_url_forbidden(reason: str) -> JobError:
@@ -149,7 +151,7 @@ def _post(delivery: WebhookDelivery) -> AttemptResult:
         ),
     }
     try:
-        outcome = transport.post(
+        status = transport.post(
             url=delivery.url,
             body=body,
             headers=headers,
@@ -167,20 +169,15 @@ def _post(delivery: WebhookDelivery) -> AttemptResult:
         return AttemptResult(
             response_status=None, error=AttemptError.TIMEOUT, error_message="Task time limit."
         )
-    status = outcome.status
     if 200 <= status < 300:
-        return AttemptResult(response_status=status, error="", error_message="")
-    if status == 410:
-        return AttemptResult(
-            response_status=status, error=AttemptError.GONE, error_message="Receiver is gone."
-        )
-    if 300 <= status < 400:
-        return AttemptResult(
-            response_status=status, error=AttemptError.REDIRECT, error_message="Redirects are not followed."
-        )
-    return AttemptResult(
-        response_status=status, error=AttemptError.HTTP_STATUS, error_message=f"HTTP {status}."
-    )
+        code, message = "", ""
+    elif status == 410:
+        code, message = AttemptError.GONE, "The receiver is gone."
+    elif 300 <= status < 400:
+        code, message = AttemptError.REDIRECT, "Redirects are not followed."
+    else:
+        code, message = AttemptError.HTTP_STATUS, f"HTTP {status}."
+    return AttemptResult(response_status=status, error=code, error_message=message)
 
 
 def retry_delay(*, attempt: int) -> float | None:
@@ -208,17 +205,12 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
     started = time.perf_counter()
     result = _post(delivery)
     duration_ms = round((time.perf_counter() - started) * 1000)
-    delay = (
-        None
-        if result.error in (AttemptError.GONE, AttemptError.FORBIDDEN_ADDRESS)
-        else retry_delay(attempt=attempt)
-    )
     if result.succeeded:
-        status, next_attempt_at = DeliveryStatus.DELIVERED, None
-    elif delay is None:
-        status, next_attempt_at = DeliveryStatus.FAILED, None
+        status, delay = DeliveryStatus.DELIVERED, None
     else:
-        status, next_attempt_at = DeliveryStatus.PENDING, timezone.now() + timedelta(seconds=delay)
+        delay = None if result.error in FINAL_ERRORS else retry_delay(attempt=attempt)
+        status = DeliveryStatus.FAILED if delay is None else DeliveryStatus.PENDING
+    next_attempt_at = None if delay is None else timezone.now() + timedelta(seconds=delay)
     with transaction.atomic():
         moved = WebhookDelivery.objects.filter(
             pk=delivery_id, status=DeliveryStatus.PENDING, attempt_count=attempt - 1
@@ -240,7 +232,7 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
             error_message=result.error_message,
             worker_hostname=worker_hostname,
         )
-        if delay is not None and not result.succeeded:
+        if delay is not None:
             transaction.on_commit(
                 partial(_send_attempt, delivery_id=delivery_id, attempt=attempt + 1, countdown=delay)
             )

@@ -11,14 +11,8 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-from dataclasses import dataclass
 
-from webhooks.addresses import (
-    Destination,
-    Resolver,
-    check_destination,
-    system_resolver,
-)
+from webhooks.addresses import Destination, Resolver, check_destination, system_resolver
 
 MAX_RESPONSE_BYTES = 4096
 
@@ -29,12 +23,6 @@ class DeliveryFailed(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-@dataclass(frozen=True)
-class PostOutcome:
-    status: int
-    peer_address: str
 
 
 class _PinnedConnectionMixin:
@@ -69,7 +57,7 @@ def post(
     allow_http: bool,
     allow_private: bool,
     resolve: Resolver = system_resolver,
-) -> PostOutcome:
+) -> int:
     """POSTs ``body``; returns the status of the first response, 3xx included (never followed).
 
     Raises ``ForbiddenDestination`` before any connection when the URL or an address it
@@ -84,13 +72,11 @@ def post(
     errors: list[DeliveryFailed] = []
     for address in destination.addresses:
         try:
-            status = _post_to(destination, address, body, headers, timeout)
+            return _post_to(destination, address, body, headers, timeout)
         except TimeoutError:
             errors.append(DeliveryFailed("timeout", f"No answer from {address} within {timeout:g} s."))
         except (OSError, http.client.HTTPException) as error:
             errors.append(DeliveryFailed("connection_error", f"{address}: {error}"))
-        else:
-            return PostOutcome(status=status, peer_address=address)
     # check_destination never returns an empty address list, so there is an error to raise.
     raise errors[-1]
 
