@@ -12,9 +12,10 @@ from django.test import Client
 from rest_framework.test import APIClient
 from standardwebhooks.webhooks import Webhook
 
-from jobs.models import JobStatus
+from jobs import services
+from jobs.models import FailureCode, JobStatus
 from tests.conftest import WorkerProcess, wait_for
-from tests.factories import WebhookDeliveryFactory
+from tests.factories import GenerationJobFactory, WebhookDeliveryFactory
 from tests.webhooks.conftest import TEST_SECRET, Receiver
 from webhooks.models import DeliveryStatus, WebhookDelivery
 
@@ -92,6 +93,38 @@ def test_only_the_subscribed_events_are_delivered(
         WebhookDelivery.objects.filter(job_id=job_id).values_list("attempts__worker_hostname", flat=True)
     )
     assert hostnames == {webhooks_worker.hostname}
+
+
+def test_cancelling_a_job_notifies_job_cancelled(
+    api_client: APIClient, receiver_factory: Callable[..., Receiver], webhooks_worker: WorkerProcess
+) -> None:
+    receiver = receiver_factory(200)
+    job_id = submit(api_client, webhook_url=receiver.url, webhook_events=["cancelled"])
+
+    assert api_client.post(f"/api/v1/jobs/{job_id}/cancel").status_code == 200
+    wait_for(finished({"job_id": job_id}), timeout=30)
+
+    (request,) = receiver.requests
+    payload = json.loads(request.body)
+    assert (payload["type"], payload["data"]["status"]) == ("job.cancelled", JobStatus.CANCELLED)
+
+
+def test_failing_a_job_notifies_job_failed_with_its_failure_code(
+    receiver_factory: Callable[..., Receiver], webhooks_worker: WorkerProcess
+) -> None:
+    receiver = receiver_factory(200)
+    # Running, so that no GPU worker can claim it before it fails.
+    job = GenerationJobFactory(
+        status=JobStatus.RUNNING, webhook_url=receiver.url, webhook_events=["completed", "failed"]
+    )
+
+    services.job_fail(job_id=job.pk, code=FailureCode.OUT_OF_MEMORY, message="The GPU ran out of memory.")
+    wait_for(finished({"job_id": job.pk}), timeout=30)
+
+    (request,) = receiver.requests
+    payload = json.loads(request.body)
+    assert payload["type"] == "job.failed"
+    assert payload["data"]["failure"]["code"] == FailureCode.OUT_OF_MEMORY
 
 
 def test_a_webhook_that_never_answers_2xx_does_not_fail_the_job(
