@@ -122,7 +122,7 @@ def webhooks_worker(gpu_worker: WorkerProcess) -> Iterator[WorkerProcess]:
         },
     )
     try:
-        worker.wait_ready()
+        worker.wait_ready(loads_engine=False)
         yield worker
     finally:
         worker.stop()
