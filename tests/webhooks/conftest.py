@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,7 +49,13 @@ class Receiver:
 def receiver_factory() -> Iterator[Callable[..., Receiver]]:
     servers: list[ThreadingHTTPServer] = []
 
-    def start(*statuses: int, location: str = "", host: str = "127.0.0.1", port: int = 0) -> Receiver:
+    def start(
+        *statuses: int,
+        location: str = "",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> Receiver:
         receiver = Receiver(statuses=list(statuses) or [200], location=location, host=host)
 
         class Handler(BaseHTTPRequestHandler):
@@ -67,6 +74,8 @@ def receiver_factory() -> Iterator[Callable[..., Receiver]]:
                 pass
 
         server = ThreadingHTTPServer((host, port), Handler)
+        if tls is not None:
+            server.socket = tls.wrap_socket(server.socket, server_side=True)
         receiver.port = server.server_address[1]
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)

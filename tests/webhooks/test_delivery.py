@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from standardwebhooks.webhooks import Webhook
 
 from jobs.models import GenerationJob, JobStatus
@@ -207,3 +210,55 @@ def test_a_silent_receiver_times_out(settings: Any) -> None:
         delivery = attempt(delivery_to(f"http://127.0.0.1:{listener.getsockname()[1]}/hooks"))
 
     assert (delivery.status, delivery.attempts.get().error) == (DeliveryStatus.PENDING, AttemptError.TIMEOUT)
+
+
+@pytest.fixture
+def tls_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[[str], ssl.SSLContext]:
+    """A server TLS context with a certificate for ``name`` from a CA this process trusts."""
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    # OpenSSL reads this at every default context creation, as the delivery code makes one.
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+
+    def context(name: str) -> ssl.SSLContext:
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert(name).configure_cert(server_context)
+        return server_context
+
+    return context
+
+
+def test_https_checks_the_certificate_against_the_url_name_not_the_pinned_address(
+    receiver_factory: Callable[..., Receiver],
+    fake_dns: dict[str, list[list[str]]],
+    tls_for: Callable[[str], ssl.SSLContext],
+    settings: Any,
+) -> None:
+    settings.WEBHOOK_ALLOW_HTTP = False
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+    fake_dns["hooks.test"] = [["127.0.0.1"]]
+    receiver = receiver_factory(200, tls=tls_for("hooks.test"))
+
+    delivery = attempt(delivery_to(f"https://hooks.test:{receiver.port}/hooks"))
+
+    assert (delivery.status, len(receiver.requests)) == (DeliveryStatus.DELIVERED, 1)
+
+
+def test_https_refuses_a_certificate_for_another_name(
+    receiver_factory: Callable[..., Receiver],
+    fake_dns: dict[str, list[list[str]]],
+    tls_for: Callable[[str], ssl.SSLContext],
+    settings: Any,
+) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+    fake_dns["hooks.test"] = [["127.0.0.1"]]
+    receiver = receiver_factory(200, tls=tls_for("other.test"))
+
+    delivery = attempt(delivery_to(f"https://hooks.test:{receiver.port}/hooks"))
+
+    assert receiver.requests == []
+    recorded = delivery.attempts.get()
+    assert (recorded.error, "certificate" in recorded.error_message.lower()) == (
+        AttemptError.CONNECTION_ERROR,
+        True,
+    )
