@@ -52,6 +52,13 @@ def test_submit_rejects_an_unknown_event(api_client: APIClient) -> None:
     assert response.json()["error"]["fields"]["webhook_events"][0]["code"] == "webhook_event_unknown"
 
 
+def test_submit_rejects_an_overlong_webhook_url(api_client: APIClient) -> None:
+    response = submit(api_client, webhook_url="https://hooks.example/" + "x" * 2048)
+
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["webhook_url"][0]["code"] == "webhook_url_too_long"
+
+
 @pytest.mark.parametrize(
     "url",
     [
