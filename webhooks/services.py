@@ -122,8 +122,11 @@ def _record_and_send(*, job_id: uuid.UUID | str, event: str) -> None:
 def _send_attempt(*, delivery_id: int, attempt: int, countdown: float) -> None:
     from webhooks.tasks import deliver_webhook_task
 
+    # Redis hands a message that waits unacknowledged longer than its visibility timeout to
+    # another worker; a longer wait is made of shorter hops (see webhook_delivery_attempt).
+    longest = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] / 2
     deliver_webhook_task.apply_async(
-        kwargs={"delivery_id": delivery_id, "attempt": attempt}, countdown=countdown
+        kwargs={"delivery_id": delivery_id, "attempt": attempt}, countdown=min(countdown, longest)
     )
 
 
@@ -200,6 +203,12 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
     ).first()
     if delivery is None:
         logger.info("webhook_delivery=%s attempt=%d event=webhook_attempt_skipped", delivery_id, attempt)
+        return
+    wait = (delivery.next_attempt_at - timezone.now()).total_seconds() if delivery.next_attempt_at else 0.0
+    if wait > 1:  # a second's slack for clocks and ETA precision; earlier is a hop, not an attempt
+        transaction.on_commit(
+            partial(_send_attempt, delivery_id=delivery_id, attempt=attempt, countdown=wait)
+        )
         return
     started_at = timezone.now()
     started = time.perf_counter()

@@ -10,11 +10,13 @@ import json
 import socket
 import ssl
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import trustme
+from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from jobs.models import GenerationJob, JobStatus
@@ -85,6 +87,7 @@ def test_the_last_scheduled_retry_failing_fails_the_delivery(
     receiver_factory: Callable[..., Receiver], settings: Any
 ) -> None:
     settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+    settings.WEBHOOK_RETRY_SCHEDULE = [0.0, 0.0]
     receiver = receiver_factory(500)
     delivery = delivery_to(receiver.url)
 
@@ -114,6 +117,20 @@ def test_a_stale_or_duplicate_attempt_message_is_ignored(
     delivery = attempt(delivery, 1)
 
     assert (delivery.attempt_count, delivery.attempts.count(), len(receiver.requests)) == (1, 1, 1)
+
+
+def test_an_attempt_message_that_arrives_before_its_time_waits_again_without_calling(
+    receiver_factory: Callable[..., Receiver], settings: Any
+) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+    receiver = receiver_factory(200)
+    delivery = WebhookDeliveryFactory(
+        job__webhook_url=receiver.url, next_attempt_at=timezone.now() + timedelta(hours=5)
+    )
+
+    delivery = attempt(delivery)
+
+    assert (delivery.status, delivery.attempt_count, receiver.requests) == (DeliveryStatus.PENDING, 0, [])
 
 
 def test_a_redirect_is_never_followed(receiver_factory: Callable[..., Receiver], settings: Any) -> None:
