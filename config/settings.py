@@ -6,11 +6,15 @@ Defaults run the whole service on one machine: SQLite, Redis on localhost, media
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
 import re
 from pathlib import Path
 
 import environ
+
+from webhooks.signing import secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -37,6 +41,7 @@ INSTALLED_APPS = [
     "csp",
     "jobs",
     "ratelimit",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -216,6 +221,32 @@ GENERATION_TIME_LIMIT = GENERATION_SOFT_TIME_LIMIT + env.int("GENERATION_HARD_LI
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": max(3600, GENERATION_TIME_LIMIT * 2)}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+# --- Webhooks ----------------------------------------------------------------------------
+# Deliveries run on their own light queue, so a slow receiver never holds a GPU worker.
+CELERY_TASK_ROUTES["webhooks.tasks.deliver_webhook_task"] = {"queue": "webhooks"}
+# Standard Webhooks secrets ("whsec_<base64>"); every listed one signs, so a rotation lists
+# the new and the old. The fallback derives from SECRET_KEY so no published key ever signs.
+_derived_webhook_secret = (
+    "whsec_" + base64.b64encode(hashlib.sha256(f"webhooks:{SECRET_KEY}".encode()).digest()).decode()
+)
+WEBHOOK_SECRETS = env.list(
+    "WEBHOOK_SECRETS", default=[env.str("WEBHOOK_SECRET", default=_derived_webhook_secret)]
+)
+for _secret in WEBHOOK_SECRETS:
+    try:
+        secret_key(_secret)
+    except ValueError as _error:
+        raise environ.ImproperlyConfigured(f"WEBHOOK_SECRET(S): {_error}") from None
+# Seconds before retry 1, 2, ... (each jittered by WEBHOOK_RETRY_JITTER); then the delivery fails.
+WEBHOOK_RETRY_SCHEDULE = env.list(
+    "WEBHOOK_RETRY_SCHEDULE", cast=float, default=[5, 300, 1800, 7200, 18000, 36000]
+)
+WEBHOOK_RETRY_JITTER = env.float("WEBHOOK_RETRY_JITTER", default=0.1)
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+# Local development only: production webhooks are https to public addresses (SSRF safety).
+WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False)
 
 # --- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -65,6 +65,9 @@ class GenerationJob(models.Model):
     # The key abuse control counted this job under (ratelimit.client_ip.client_network):
     # the address itself for IPv4, its /64 (configurable) for IPv6.
     client_network = models.CharField(max_length=64, blank=True, default="")
+    # Webhooks (issue 9): where to POST the chosen events; checked by webhooks.services.
+    webhook_url = models.CharField(max_length=2048, blank=True, default="")
+    webhook_events = models.JSONField(default=list, blank=True)
     worker_hostname = models.CharField(max_length=255, blank=True, default="")
 
     created_at = models.DateTimeField(auto_now_add=True)

@@ -23,6 +23,8 @@ from jobs.errors import job_already_finished, job_not_found
 from jobs.models import TRANSITION_SOURCES, FailureCode, GenerationJob, JobImage, JobStatus
 from jobs.validation import SEED_MAX, JobParameters, normalise_prompt, validate_parameters
 from ratelimit.services import submission_admitted, usage_record_job_finished
+from webhooks.models import WebhookEvent
+from webhooks.services import webhook_event_enqueue, webhook_subscription_clean
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ def job_submit(
     seed: int | None = None,
     scheduler: str = "default",
     num_images: int = 1,
+    webhook_url: str = "",
+    webhook_events: Sequence[str] | None = None,
 ) -> GenerationJob:
     """Validates, stores the job as ``queued`` and wakes a GPU worker once it is committed."""
     defaults = settings.JOB_DEFAULTS
@@ -74,6 +78,7 @@ def job_submit(
         num_images=num_images,
     )
     validate_parameters(params)
+    webhook_url, webhook_events = webhook_subscription_clean(url=webhook_url, events=webhook_events)
     # Refuses over-limit clients, else opens the transaction the job is written in.
     with submission_admitted(client_ip=client_ip) as network:
         job = GenerationJob.objects.create(
@@ -90,7 +95,11 @@ def job_submit(
             model_name=settings.GENERATOR_MODEL,
             client_ip=client_ip,
             client_network=network,
+            webhook_url=webhook_url,
+            webhook_events=webhook_events,
         )
+        # Before the wake-up, so that the queued event is recorded before a worker can start the job.
+        webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.QUEUED)
         transaction.on_commit(wake_gpu_worker)
     logger.info("job=%s event=submitted client_ip=%s", job.id, client_ip)
     return job
@@ -117,6 +126,7 @@ def job_cancel(*, job_id: JobId) -> GenerationJob:
             raise job_not_found()
         raise job_already_finished(job.status)
     cache.set(_cancel_flag_key(job_id), 1, timeout=CANCEL_FLAG_TTL_SECONDS)
+    webhook_event_enqueue(job_id=job_id, event=WebhookEvent.CANCELLED)
     logger.info("job=%s event=cancelled", job_id)
     return GenerationJob.objects.get(pk=job_id)
 
@@ -175,6 +185,7 @@ def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
             for job in claimed:
                 job.refresh_from_db()
                 logger.info("job=%s event=started worker=%s batch=%d", job.id, worker_hostname, len(claimed))
+                webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.STARTED)
             return ClaimedBatch(jobs=claimed)
     return ClaimedBatch(jobs=[])
 
@@ -216,6 +227,7 @@ def job_complete(*, job: GenerationJob, pngs: Sequence[bytes], warnings: Sequenc
         return False
     duration = (finished_at - job.started_at).total_seconds() if job.started_at else 0.0
     logger.info("job=%s event=completed duration_s=%.3f images=%d", job.pk, duration, len(images))
+    webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.COMPLETED)
     return True
 
 
@@ -239,4 +251,5 @@ def job_fail(*, job_id: JobId, code: str, message: str) -> bool:
             )
     if moved:
         logger.info("job=%s event=failed code=%s", job_id, code)
+        webhook_event_enqueue(job_id=job_id, event=WebhookEvent.FAILED)
     return moved

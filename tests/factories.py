@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from jobs.models import GenerationJob, JobImage, JobStatus
 from ratelimit.client_ip import client_network
+from webhooks.models import WebhookDelivery, WebhookEvent
 
 
 class GenerationJobFactory(factory.django.DjangoModelFactory):
@@ -39,3 +40,16 @@ class JobImageFactory(factory.django.DjangoModelFactory):
     file = factory.LazyAttribute(
         lambda o: ContentFile(b"\x89PNG\r\n\x1a\n", name=f"{o.job.id}/{o.index}.png")
     )
+
+
+class WebhookDeliveryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = WebhookDelivery
+
+    job = factory.SubFactory(
+        GenerationJobFactory, status=JobStatus.COMPLETED, finished_at=factory.LazyFunction(timezone.now)
+    )
+    event = WebhookEvent.COMPLETED
+    webhook_id = factory.Sequence(lambda n: f"msg_test{n:08d}")
+    url = factory.SelfAttribute("job.webhook_url")
+    payload = '{"type":"job.completed","timestamp":"2026-01-01T00:00:00Z","data":{}}'

@@ -23,6 +23,8 @@ class JobSubmitInputSerializer(serializers.Serializer):
     seed = serializers.IntegerField(required=False, allow_null=True)
     scheduler = serializers.CharField(required=False, default="default")
     num_images = serializers.IntegerField(required=False, default=1)
+    webhook_url = serializers.CharField(required=False, allow_blank=True, default="")
+    webhook_events = serializers.ListField(child=serializers.CharField(), required=False)
 
 
 class JobImageSerializer(serializers.ModelSerializer):

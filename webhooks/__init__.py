@@ -1,0 +1,1 @@
+"""Webhooks: signed notifications of job events, delivered from a light Celery queue."""

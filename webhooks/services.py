@@ -1,0 +1,269 @@
+"""Every write to webhook deliveries: check a subscription, record an event, attempt, re-send.
+
+A webhook never fails a job: events are recorded after the job's own transaction commits,
+with errors logged and swallowed, and delivery problems end in the delivery's own status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from functools import partial
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
+from django.utils import timezone
+
+from jobs.errors import FieldError, JobError, invalid_parameters
+from jobs.models import GenerationJob
+from webhooks import transport
+from webhooks.addresses import ForbiddenDestination, check_destination
+from webhooks.models import AttemptError, DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEvent
+from webhooks.signing import signature_header
+
+logger = logging.getLogger(__name__)
+
+MAX_URL_LENGTH = 2048
+USER_AGENT = "imagegen-webhooks/1"
+# Retrying cannot help: the receiver asked us to stop, or the address is one we never call.
+FINAL_ERRORS = (AttemptError.GONE, AttemptError.FORBIDDEN_ADDRESS)
+
+
+def webhook_url_forbidden(reason: str) -> JobError:
+    message = f"This webhook URL is not allowed. {reason}"
+    return JobError(
+        code="webhook_url_forbidden",
+        message=message,
+        fields={"webhook_url": [FieldError(code="webhook_url_forbidden", message=message)]},
+    )
+
+
+def webhook_subscription_clean(*, url: str, events: Sequence[str] | None) -> tuple[str, list[str]]:
+    """The webhook URL and events to store on a new job (events default to all of them).
+
+    Raises a ``validation_error`` JobError for unknown events or an overlong URL, and a
+    ``webhook_url_forbidden`` one for a URL this service may not call (see webhooks.addresses).
+    """
+    wanted = WebhookEvent.values if events is None else list(events)
+    unknown = sorted(set(wanted) - set(WebhookEvent.values))
+    if unknown:
+        raise invalid_parameters(
+            {
+                "webhook_events": [
+                    FieldError(
+                        code="webhook_event_unknown",
+                        message=f"Unknown events {', '.join(unknown)}; use {', '.join(WebhookEvent.values)}.",
+                    )
+                ]
+            }
+        )
+    if not url:
+        return "", []
+    if len(url) > MAX_URL_LENGTH:
+        raise invalid_parameters(
+            {
+                "webhook_url": [
+                    FieldError(
+                        code="webhook_url_too_long", message=f"Use at most {MAX_URL_LENGTH} characters."
+                    )
+                ]
+            }
+        )
+    try:
+        check_destination(
+            url, allow_http=settings.WEBHOOK_ALLOW_HTTP, allow_private=settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS
+        )
+    except ForbiddenDestination as error:
+        raise webhook_url_forbidden(str(error)) from None
+    except OSError:
+        raise webhook_url_forbidden("Its host name does not resolve.") from None
+    return url, [event for event in WebhookEvent.values if event in wanted]
+
+
+def webhook_event_enqueue(*, job_id: uuid.UUID | str, event: str) -> None:
+    """Once the current transaction commits, records and sends a delivery of ``event`` if the
+    job subscribed to it. Errors are logged, never raised into the job's own flow."""
+    transaction.on_commit(partial(_record_and_send, job_id=job_id, event=event), robust=True)
+
+
+def _record_and_send(*, job_id: uuid.UUID | str, event: str) -> None:
+    # Imported here: the API serializer is the one job status shape, and it imports jobs.services.
+    from jobs.api.serializers import JobSerializer
+
+    job = GenerationJob.objects.prefetch_related("images").exclude(webhook_url="").filter(pk=job_id).first()
+    if job is None or event not in job.webhook_events:
+        return
+    now = timezone.now()
+    payload = {
+        "type": f"job.{event}",
+        "timestamp": now.isoformat().replace("+00:00", "Z"),
+        "data": JobSerializer(job).data,
+    }
+    delivery = WebhookDelivery.objects.create(
+        job=job,
+        event=event,
+        url=job.webhook_url,
+        webhook_id=f"msg_{uuid.uuid4().hex}",
+        payload=json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":")),
+        next_attempt_at=now,
+    )
+    logger.info("job=%s webhook=%s event=webhook_recorded type=job.%s", job.pk, delivery.webhook_id, event)
+    _send_attempt(delivery_id=delivery.pk, attempt=1, countdown=0.0)
+
+
+def _send_attempt(*, delivery_id: int, attempt: int, countdown: float) -> None:
+    from webhooks.tasks import deliver_webhook_task
+
+    # Redis hands a message that waits unacknowledged longer than its visibility timeout to
+    # another worker; a longer wait is made of shorter hops (see webhook_delivery_attempt).
+    longest = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] / 2
+    deliver_webhook_task.apply_async(
+        kwargs={"delivery_id": delivery_id, "attempt": attempt}, countdown=min(countdown, longest)
+    )
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    response_status: int | None
+    error: str
+    error_message: str
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.error
+
+
+def _post(delivery: WebhookDelivery) -> AttemptResult:
+    body = delivery.payload.encode()
+    timestamp = int(time.time())
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "webhook-id": delivery.webhook_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": signature_header(
+            secrets=settings.WEBHOOK_SECRETS, webhook_id=delivery.webhook_id, timestamp=timestamp, body=body
+        ),
+    }
+    try:
+        status = transport.post(
+            url=delivery.url,
+            body=body,
+            headers=headers,
+            timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+            allow_http=settings.WEBHOOK_ALLOW_HTTP,
+            allow_private=settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS,
+        )
+    except ForbiddenDestination as error:
+        return AttemptResult(
+            response_status=None, error=AttemptError.FORBIDDEN_ADDRESS, error_message=str(error)
+        )
+    except transport.DeliveryFailed as error:
+        return AttemptResult(response_status=None, error=error.code, error_message=str(error))
+    except SoftTimeLimitExceeded:
+        return AttemptResult(
+            response_status=None, error=AttemptError.TIMEOUT, error_message="Task time limit."
+        )
+    if 200 <= status < 300:
+        code, message = "", ""
+    elif status == 410:
+        code, message = AttemptError.GONE, "The receiver is gone."
+    elif 300 <= status < 400:
+        code, message = AttemptError.REDIRECT, "Redirects are not followed."
+    else:
+        code, message = AttemptError.HTTP_STATUS, f"HTTP {status}."
+    return AttemptResult(response_status=status, error=code, error_message=message)
+
+
+def retry_delay(*, attempt: int) -> float | None:
+    """Seconds before the attempt after ``attempt`` (jittered), or None when retries are spent."""
+    schedule = settings.WEBHOOK_RETRY_SCHEDULE
+    if attempt > len(schedule):
+        return None
+    jitter = settings.WEBHOOK_RETRY_JITTER
+    return schedule[attempt - 1] * random.uniform(1 - jitter, 1 + jitter)
+
+
+def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname: str) -> None:
+    """Makes attempt number ``attempt``, records it, and ends the delivery or schedules a retry.
+
+    Stale or duplicate task messages (the attempt was already made, or the delivery ended)
+    are ignored, so each numbered attempt is recorded once.
+    """
+    delivery = WebhookDelivery.objects.filter(
+        pk=delivery_id, status=DeliveryStatus.PENDING, attempt_count=attempt - 1
+    ).first()
+    if delivery is None:
+        logger.info("webhook_delivery=%s attempt=%d event=webhook_attempt_skipped", delivery_id, attempt)
+        return
+    wait = (delivery.next_attempt_at - timezone.now()).total_seconds() if delivery.next_attempt_at else 0.0
+    if wait > 1:  # a second's slack for clocks and ETA precision; earlier is a hop, not an attempt
+        transaction.on_commit(
+            partial(_send_attempt, delivery_id=delivery_id, attempt=attempt, countdown=wait)
+        )
+        return
+    started_at = timezone.now()
+    started = time.perf_counter()
+    result = _post(delivery)
+    duration_ms = round((time.perf_counter() - started) * 1000)
+    if result.succeeded:
+        status, delay = DeliveryStatus.DELIVERED, None
+    else:
+        delay = None if result.error in FINAL_ERRORS else retry_delay(attempt=attempt)
+        status = DeliveryStatus.FAILED if delay is None else DeliveryStatus.PENDING
+    next_attempt_at = None if delay is None else timezone.now() + timedelta(seconds=delay)
+    with transaction.atomic():
+        moved = WebhookDelivery.objects.filter(
+            pk=delivery_id, status=DeliveryStatus.PENDING, attempt_count=attempt - 1
+        ).update(
+            attempt_count=attempt, status=status, next_attempt_at=next_attempt_at, updated_at=timezone.now()
+        )
+        if not moved:
+            # A duplicate message made this attempt at the same time; the receiver dedupes by webhook-id.
+            logger.warning("webhook=%s attempt=%d event=webhook_attempt_raced", delivery.webhook_id, attempt)
+            return
+        WebhookAttempt.objects.create(
+            delivery=delivery,
+            number=attempt,
+            started_at=started_at,
+            duration_ms=duration_ms,
+            succeeded=result.succeeded,
+            response_status=result.response_status,
+            error=result.error,
+            error_message=result.error_message,
+            worker_hostname=worker_hostname,
+        )
+        if delay is not None:
+            transaction.on_commit(
+                partial(_send_attempt, delivery_id=delivery_id, attempt=attempt + 1, countdown=delay)
+            )
+    logger.info(
+        "webhook=%s attempt=%d event=webhook_attempt status=%s response=%s error=%s duration_ms=%d",
+        delivery.webhook_id,
+        attempt,
+        status,
+        result.response_status,
+        result.error,
+        duration_ms,
+    )
+
+
+def webhook_delivery_resend(*, delivery_id: int) -> None:
+    """Sends a delivery again now, as a new attempt with the same webhook-id and payload."""
+    with transaction.atomic():
+        delivery = WebhookDelivery.objects.select_for_update().get(pk=delivery_id)
+        WebhookDelivery.objects.filter(pk=delivery_id).update(
+            status=DeliveryStatus.PENDING, next_attempt_at=timezone.now(), updated_at=timezone.now()
+        )
+        transaction.on_commit(
+            partial(_send_attempt, delivery_id=delivery_id, attempt=delivery.attempt_count + 1, countdown=0.0)
+        )
+    logger.info("webhook=%s event=webhook_resend", delivery.webhook_id)

@@ -1,0 +1,36 @@
+"""Standard Webhooks signatures: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``.
+
+Secrets are in the ``whsec_<base64>`` form. Several secrets give several space-separated
+signatures, which the spec allows, so receivers can move to a new secret without downtime.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from collections.abc import Sequence
+
+SECRET_PREFIX = "whsec_"
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key of a ``whsec_`` secret; ValueError for anything else."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError(f"A webhook secret must start with {SECRET_PREFIX!r}.")
+    try:
+        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except binascii.Error:
+        raise ValueError("A webhook secret must be base64 after its prefix.") from None
+    if len(key) < 24:
+        raise ValueError("A webhook secret must hold at least 24 random bytes.")
+    return key
+
+
+def signature_header(*, secrets: Sequence[str], webhook_id: str, timestamp: int, body: bytes) -> str:
+    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(secret_key(secret), signed, hashlib.sha256).digest()).decode()
+        for secret in secrets
+    )
