@@ -127,6 +127,8 @@ def _job_context(job: GenerationJob) -> dict[str, Any]:
         "sizer_src": _blank_image_uri(width=job.width, height=job.height),
     }
     if job.status == JobStatus.COMPLETED:
+        if job.started_at and job.finished_at:
+            context["run_seconds"] = round((job.finished_at - job.started_at).total_seconds(), 1)
         context["again_fields"] = _resubmit_fields(job)
         context["new_seed_fields"] = _resubmit_fields(job, seed=None)
     if job.failure_code:

@@ -4,7 +4,7 @@ worker and the tiny model. Screenshots of each state go to test-artifacts/web/."
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,15 @@ def fill_request(page: Page, *, prompt: str, width: str = "96", height: str = "6
     page.get_by_label("Steps").fill(steps)
 
 
+def pump_until(page: Page, condition: Callable[[], object]) -> None:
+    """Lets Playwright deliver events (requests to route handlers) until ``condition`` holds."""
+    for _ in range(600):
+        if condition():
+            return
+        page.wait_for_timeout(100)
+    pytest.fail("condition not met within 60 s")
+
+
 def box(page: Page, selector: str) -> dict[str, float]:
     found = page.locator(selector).bounding_box()
     assert found is not None, selector
@@ -82,6 +91,7 @@ def test_generating_an_image_from_prompt_to_download(
     expect(button).to_have_text("Sending…")
     expect(page.get_by_label("Describe your image")).to_be_disabled()
     page.screenshot(path=screenshot_dir / "02-sending.png", full_page=True)
+    pump_until(page, lambda: held)
     assert [route.request.method for route in held] == ["POST"]
     held.pop().continue_()
 
