@@ -40,10 +40,22 @@
     if (announcer && text && announcer.textContent !== text) announcer.textContent = text;
   }
 
+  // Disabling the focused Generate button, or removing the Cancel button, drops keyboard focus
+  // to the page itself; when the job ends, pick it up again at the result's first action.
+  let jobWasActive = false;
+
+  function focusResultIfFocusWasLost() {
+    if (document.activeElement && document.activeElement !== document.body) return;
+    const firstAction = document.querySelector("#job .actions .button");
+    if (firstAction) firstAction.focus();
+  }
+
   function syncComposerWithJob() {
     const job = activeJob();
     setComposerBusy(Boolean(job), job ? job.dataset.busyLabel : IDLE_LABEL);
     if (!job) holdButtonForCountdowns();
+    if (jobWasActive && !job) focusResultIfFocusWasLost();
+    jobWasActive = Boolean(job);
     announce();
   }
 
