@@ -27,6 +27,7 @@ from jobs.forms import CUSTOM_SIZE, GenerateForm
 from jobs.models import GenerationJob, JobImage, JobStatus
 from jobs.problems import NextStep, duration_text, problem_for
 from ratelimit.client_ip import client_ip
+from ratelimit.services import enforce_status_poll_limit
 
 
 class HtmxHttpRequest(HttpRequest):
@@ -243,6 +244,11 @@ def job_page(request: HtmxHttpRequest, job_id: uuid.UUID) -> HttpResponse:
 @require_GET
 def job_status(request: HtmxHttpRequest, job_id: uuid.UUID) -> HttpResponse:
     """The job panel HTMX polls; a terminal job answers 286 so that the polling stops."""
+    try:
+        enforce_status_poll_limit(client_ip=client_ip(request))
+    except JobError as error:
+        # Nothing to swap: the panel stays as it is and htmx asks again on its next tick.
+        return reswap(_with_retry_after(HttpResponse(status=error.http_status), error), "none")
     job = _job_or_404(job_id)
     if job.is_terminal:
         return _job_partial(request, job, with_recent=True, status=HTMX_STOP_POLLING)

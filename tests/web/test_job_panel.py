@@ -54,6 +54,19 @@ def test_the_skeleton_has_the_exact_size_of_the_requested_image(client: Client) 
     assert "width='96' height='64'" in svg
 
 
+def test_polls_over_the_status_limit_are_refused_without_replacing_the_panel(
+    client: Client, settings: Any
+) -> None:
+    settings.STATUS_POLL_RATE = "2/m"
+    job = GenerationJobFactory()
+
+    answers = [status_of(client, job) for _ in range(3)]
+
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    assert answers[2]["HX-Reswap"] == "none"
+    assert int(answers[2]["Retry-After"]) > 0
+
+
 def test_a_running_job_shows_a_progress_bar_with_step_and_total(client: Client) -> None:
     job = GenerationJobFactory(
         status=JobStatus.RUNNING, started_at=timezone.now(), progress_step=3, progress_total=5

@@ -198,6 +198,20 @@ def test_each_submit_error_code_gets_its_own_human_message(
     assert ("Server says no." in problem.get_text()) == (code == "something_new")
 
 
+def test_a_second_job_while_one_is_active_is_refused_with_a_countdown(client: Client, settings: Any) -> None:
+    settings.SUBMIT_MAX_ACTIVE_JOBS = 1
+    submit(client, htmx=True)
+
+    response = submit(client, htmx=True)
+
+    assert response.status_code == 429
+    problem = html(response).select_one("#composer-problem")
+    assert problem["data-problem"] == "too_many_active_jobs"
+    assert problem.select_one(".alert-title").get_text(strip=True) == "You already have images in progress."
+    assert int(problem.select_one(".countdown")["data-countdown"]) > 0
+    assert GenerationJob.objects.count() == 1
+
+
 def test_an_htmx_post_without_the_csrf_token_is_refused() -> None:
     client = Client(enforce_csrf_checks=True)
     token = html(client.get("/")).select_one("input[name=csrfmiddlewaretoken]")["value"]
