@@ -8,6 +8,7 @@ app_name = "web"
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("recent", views.recent, name="recent"),
     path("jobs/<uuid:job_id>", views.job_page, name="job"),
     path("jobs/<uuid:job_id>/status", views.job_status, name="job-status"),
     path("jobs/<uuid:job_id>/cancel", views.job_cancel, name="job-cancel"),

@@ -18,7 +18,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import push_url, reswap, retarget
+from django_htmx.http import push_url, reswap, retarget, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from jobs import selectors, services
@@ -41,6 +41,7 @@ RECENT_LIMIT = 12
 # htmx stops an `every` poll when the response has this status.
 HTMX_STOP_POLLING = 286
 POLL_SECONDS = 1
+RECENT_CHANGED_EVENT = "recent-changed"
 
 
 # --- what the templates show ---------------------------------------------------------------
@@ -199,13 +200,15 @@ def _error_context(error: JobError | None) -> dict[str, Any] | None:
 def _job_partial(
     request: HtmxHttpRequest, job: GenerationJob, *, with_recent: bool, status: int = 200
 ) -> HttpResponse:
-    """The job panel; with ``with_recent`` also the recent list, swapped out of band."""
-    html = render_to_string("jobs/_job.html", _job_context(job), request=request)
-    if with_recent:
-        html += render_to_string(
-            "jobs/_recent.html", {"recent_jobs": _recent_jobs(request), "oob": True}, request=request
-        )
-    return HttpResponse(html, status=status)
+    """The job panel; with ``with_recent`` it also tells the recent list to reload itself.
+
+    An event rather than an out-of-band swap: a poll and a cancel can cross, and the later
+    answer then lands on a panel already replaced, where an out-of-band swap finds no target.
+    """
+    response = HttpResponse(
+        render_to_string("jobs/_job.html", _job_context(job), request=request), status=status
+    )
+    return trigger_client_event(response, RECENT_CHANGED_EVENT) if with_recent else response
 
 
 # --- views ---------------------------------------------------------------------------------
@@ -276,6 +279,12 @@ def image_download(request: HtmxHttpRequest, job_id: uuid.UUID, index: int) -> F
         raise Http404
     name = slugify(image.job.prompt)[:48].strip("-") or "image"
     return FileResponse(image.file.open("rb"), as_attachment=True, filename=f"{name}-{image.seed}.png")
+
+
+@require_GET
+def recent(request: HtmxHttpRequest) -> HttpResponse:
+    """This browser's recent images, reloaded by the page when a job starts or ends."""
+    return render(request, "jobs/_recent.html", {"recent_jobs": _recent_jobs(request)})
 
 
 def csrf_failure(request: HtmxHttpRequest, reason: str = "") -> HttpResponse:

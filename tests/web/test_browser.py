@@ -149,10 +149,8 @@ def test_generating_an_image_from_prompt_to_download(
 def test_cancel_by_keyboard_while_polling_stops_a_running_job_and_frees_the_form(
     site: str, gpu_worker: WorkerProcess, page: Page, screenshot_dir: Path
 ) -> None:
-    status_requests: list[str] = []
-    page.on(
-        "request", lambda request: status_requests.append(request.url) if "/status" in request.url else None
-    )
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
     page.goto(f"{site}/")
     fill_request(page, prompt="a very slow lighthouse", **SLOW)
     page.get_by_role("button", name="Generate").click()
@@ -162,12 +160,27 @@ def test_cancel_by_keyboard_while_polling_stops_a_running_job_and_frees_the_form
     expect(page.locator("#job .frame--running")).to_be_visible()
     page.screenshot(path=screenshot_dir / "05-running.png", full_page=True)
     tab_to(page, "#job button.cancel")
-    polls = len(status_requests)
-    pump_until(page, lambda: len(status_requests) >= polls + 2)
+
+    def polls() -> int:
+        return sum(url.endswith("/status") for url in requested)
+
+    polls_before = polls()
+    pump_until(page, lambda: polls() >= polls_before + 2)
     # The panel was replaced by later polls, yet the keyboard is still on Cancel.
     expect(page.get_by_role("button", name="Cancel")).to_be_focused()
+    # Cancel while a poll is in flight, whose late "running" answer must not undo the cancel.
+    held: list[Route] = []
+    page.route(re.compile(r"/status$"), lambda route: held.append(route))
+    pump_until(page, lambda: held)
     page.keyboard.press("Enter")
+    expect(page.locator("#job .job-state")).to_have_text("Cancelled")
+    for route in held:
+        route.continue_()
+    page.unroute(re.compile(r"/status$"))
+    polls_at_cancel = polls()
+    page.wait_for_timeout(2500)
 
+    assert polls() == polls_at_cancel
     expect(page.locator("#job .job-state")).to_have_text("Cancelled")
     expect(page.locator("#generate-button")).to_be_enabled()
     expect(page.get_by_role("button", name="Try again")).to_be_focused()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 import uuid
 from typing import Any
@@ -88,6 +89,7 @@ def test_a_completed_job_answers_286_and_its_panel_no_longer_polls(client: Clien
     response = status_of(client, image.job)
 
     assert response.status_code == 286
+    assert "recent-changed" in json.loads(response["HX-Trigger"])  # the thumbnails reload
     panel = html(response).select_one("#job")
     assert not panel.has_attr("hx-trigger") and not panel.has_attr("hx-get")
     assert panel["data-active"] == "false"

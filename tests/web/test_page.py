@@ -97,7 +97,8 @@ def test_submit_with_htmx_answers_the_polling_job_panel_and_pushes_the_job_url(c
     panel = html(response).select_one("#job")
     assert panel["data-active"] == "true"
     assert (panel["hx-get"], panel["hx-trigger"]) == (f"/jobs/{job.pk}/status", "every 1s")
-    recent = html(response).select_one("#recent[hx-swap-oob=true]")
+    assert "recent-changed" in json.loads(response["HX-Trigger"])
+    recent = html(client.get("/recent", headers=HTMX)).select_one("#recent")
     assert [a["href"] for a in recent.select("a.recent-item")] == [f"/jobs/{job.pk}"]
 
 
