@@ -273,6 +273,9 @@ SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# The web page explains a rejected form (an expired page) instead of a bare 403.
+CSRF_FAILURE_VIEW = "jobs.views.csrf_failure"
+
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],

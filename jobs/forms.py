@@ -1,0 +1,162 @@
+"""The web page's generation form: it parses types only; the rules are jobs.validation's.
+
+Empty or out-of-range values reach ``job_submit``, which rejects them with the same field
+codes the API returns, so the page and the API can never disagree about what is valid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from jobs.errors import JobError
+from jobs.models import GenerationJob
+from jobs.validation import SEED_MAX
+
+CUSTOM_SIZE = "custom"
+
+
+@dataclass(frozen=True)
+class SizePreset:
+    width: int
+    height: int
+    shape: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.width}x{self.height}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.shape} · {self.width}\N{MULTIPLICATION SIGN}{self.height}"
+
+
+# Common Stable Diffusion 1.x shapes; every side is a multiple of 8 (16:9 rounds 910 to 912).
+SIZE_PRESETS = (
+    SizePreset(512, 512, "Square 1:1"),
+    SizePreset(768, 512, "Landscape 3:2"),
+    SizePreset(512, 768, "Portrait 2:3"),
+    SizePreset(912, 512, "Wide 16:9"),
+    SizePreset(512, 912, "Tall 9:16"),
+)
+
+
+def size_presets() -> list[SizePreset]:
+    """The presets the configured size limits allow."""
+    limits = settings.JOB_LIMITS
+    return [
+        preset
+        for preset in SIZE_PRESETS
+        if limits["min_size"] <= min(preset.width, preset.height)
+        and max(preset.width, preset.height) <= limits["max_size"]
+    ]
+
+
+def size_key(*, width: int, height: int) -> str:
+    """The preset matching this size, or ``custom``."""
+    key = f"{width}x{height}"
+    return key if key in {preset.key for preset in size_presets()} else CUSTOM_SIZE
+
+
+class GenerateForm(forms.Form):
+    prompt = forms.CharField(
+        label="Describe your image",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "a lighthouse at dusk, oil painting"}),
+    )
+    negative_prompt = forms.CharField(
+        label="Leave out (negative prompt)",
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "blurry, text, watermark"}),
+    )
+    size = forms.ChoiceField(label="Size", required=False)
+    width = forms.IntegerField(label="Width", required=False)
+    height = forms.IntegerField(label="Height", required=False)
+    steps = forms.IntegerField(label="Steps", required=False)
+    guidance_scale = forms.FloatField(label="Guidance", required=False)
+    seed = forms.IntegerField(label="Seed", required=False)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+        limits, defaults = settings.JOB_LIMITS, settings.JOB_DEFAULTS
+        size_field = self.fields["size"]
+        assert isinstance(size_field, forms.ChoiceField)
+        size_field.choices = [(preset.key, preset.label) for preset in size_presets()] + [
+            (CUSTOM_SIZE, "Custom (width and height below)")
+        ]
+        size_field.initial = size_key(width=defaults["width"], height=defaults["height"])
+        # Browser-side hints only; the server applies the same limits in jobs.validation.
+        for name in ("width", "height"):
+            self.fields[name].initial = defaults[name]
+            self.fields[name].widget.attrs.update(
+                {"min": limits["min_size"], "max": limits["max_size"], "step": 8}
+            )
+        self.fields["steps"].initial = defaults["steps"]
+        self.fields["steps"].widget.attrs.update({"min": 1, "max": limits["max_steps"]})
+        self.fields["guidance_scale"].initial = defaults["guidance_scale"]
+        self.fields["guidance_scale"].widget.attrs.update(
+            {"min": limits["min_guidance"], "max": limits["max_guidance"], "step": 0.5}
+        )
+        self.fields["seed"].widget.attrs.update({"min": 0, "max": SEED_MAX, "placeholder": "random"})
+        self.fields["width"].help_text = self.fields["height"].help_text = (
+            f"{limits['min_size']} to {limits['max_size']}, a multiple of 8; used with the Custom size."
+        )
+        self.fields["steps"].help_text = f"1 to {limits['max_steps']}: more is slower and finer."
+        self.fields["guidance_scale"].help_text = "How closely to follow the prompt."
+        self.fields["seed"].help_text = "Same seed and settings, same image. Empty for a random one."
+        self.fields["prompt"].widget.attrs["maxlength"] = limits["prompt_max_chars"]
+
+    @classmethod
+    def for_job(cls, job: GenerationJob) -> GenerateForm:
+        """The form filled with a job's settings and no seed, so that editing starts from them."""
+        return cls(
+            initial={
+                "prompt": job.prompt,
+                "negative_prompt": job.negative_prompt,
+                "size": size_key(width=job.width, height=job.height),
+                "width": job.width,
+                "height": job.height,
+                "steps": job.steps,
+                "guidance_scale": job.guidance_scale,
+            }
+        )
+
+    def submit_arguments(self) -> dict[str, Any]:
+        """Keyword arguments for ``jobs.services.job_submit``; call after ``is_valid()``."""
+        data = self.cleaned_data
+        preset = next((p for p in size_presets() if p.key == data.get("size")), None)
+        return {
+            "prompt": data["prompt"],
+            "negative_prompt": data["negative_prompt"],
+            "width": preset.width if preset else data["width"],
+            "height": preset.height if preset else data["height"],
+            "steps": data["steps"],
+            "guidance_scale": data["guidance_scale"],
+            "seed": data["seed"],
+        }
+
+    def add_job_error(self, error: JobError) -> None:
+        """Shows a service's field errors beside the fields (or above the form if it has no such field)."""
+        for name, field_errors in error.fields.items():
+            for field_error in field_errors:
+                self.add_error(
+                    name if name in self.fields else None,
+                    forms.ValidationError(field_error.message, code=field_error.code),
+                )
+
+    def focus_first_error(self) -> None:
+        """Puts the cursor in the first field to fix, on a full page load and on an htmx swap."""
+        name = next((name for name in self.fields if name in self.errors), None)
+        if name is not None:
+            self.fields[name].widget.attrs["autofocus"] = True
+
+    @property
+    def advanced_has_errors(self) -> bool:
+        """Whether the collapsed advanced settings must open to show an error."""
+        return any(name in self.errors for name in self.fields if name != "prompt")
