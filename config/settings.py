@@ -258,6 +258,9 @@ REAPER_GRACE_SECONDS = env.int("REAPER_GRACE_SECONDS", default=120)
 REAPER_MAX_REQUEUES = env.int("REAPER_MAX_REQUEUES", default=1)
 REAPER_REPUBLISH_AFTER_SECONDS = env.int("REAPER_REPUBLISH_AFTER_SECONDS", default=60)
 RESULT_RETENTION_DAYS = env.int("RESULT_RETENTION_DAYS", default=0)
+# How long the dashboard waits for workers to answer a ping: every refresh waits this long,
+# and below about a second a busy worker's answer is often missed.
+DASHBOARD_PING_TIMEOUT_SECONDS = env.float("DASHBOARD_PING_TIMEOUT_SECONDS", default=1.0)
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {
         "task": "jobs.tasks.reap_stale_jobs_task",

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -134,7 +135,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
             "title": "Queue dashboard",
             "opts": self.opts,
             "stats": selectors.queue_dashboard(),
-            "workers": selectors.live_workers(),
+            "workers": selectors.live_workers(timeout=settings.DASHBOARD_PING_TIMEOUT_SECONDS),
             "changelist_url": reverse("admin:jobs_generationjob_changelist"),
         }
         is_htmx = bool(getattr(request, "htmx", False))  # set by django_htmx's middleware

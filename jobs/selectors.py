@@ -191,7 +191,7 @@ def _run_seconds_percentiles(
     return values
 
 
-def live_workers(*, timeout: float = 0.5) -> list[str]:
+def live_workers(*, timeout: float) -> list[str]:
     """Hostnames of Celery workers that answer a ping within ``timeout`` seconds."""
     replies = celery_app.control.ping(timeout=timeout) or []
     return sorted(hostname for reply in replies for hostname in reply)
