@@ -49,7 +49,7 @@ def jobs_in_order(*, job_ids: Sequence[str]) -> list[GenerationJob]:
 
 def jobs_matching(*, queryset: QuerySet[GenerationJob], term: str) -> QuerySet[GenerationJob]:
     """The operators' search box: a job id or a client IP matches exactly (an index lookup
-    on a million rows), anything else is looked for in the prompt."""
+    on a million rows); otherwise every word must appear in the prompt."""
     term = term.strip()
     if not term:
         return queryset
@@ -60,7 +60,10 @@ def jobs_matching(*, queryset: QuerySet[GenerationJob], term: str) -> QuerySet[G
     try:
         return queryset.filter(client_ip=str(ipaddress.ip_address(term)))
     except ValueError:
-        return queryset.filter(prompt__icontains=term)
+        pass
+    for word in term.split():
+        queryset = queryset.filter(prompt__icontains=word)
+    return queryset
 
 
 def recent_worker_hostnames(*, days: int = 7) -> list[str]:

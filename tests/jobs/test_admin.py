@@ -112,7 +112,7 @@ def test_search_matches_a_job_id_or_client_ip_exactly_and_other_words_in_the_pro
 
     assert found(str(owl.pk)) == {str(owl.pk)}
     assert found("198.51.100.4") == {str(fox.pk)}
-    assert found("RED FOX") == {str(fox.pk)}
+    assert found("FOX red") == {str(fox.pk)}
     assert found("giraffe") == set()
 
 
