@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, QuerySet
 from django.utils import timezone
 from kombu.exceptions import ChannelError
@@ -17,7 +18,6 @@ from kombu.exceptions import ChannelError
 from config.celery import app as celery_app
 from jobs.errors import job_not_found
 from jobs.models import ACTIVE_STATUSES, FailureCode, GenerationJob, JobStatus
-from jobs.tasks import GPU_QUEUE
 
 
 def job_get(*, job_id: str | uuid.UUID) -> GenerationJob:
@@ -205,7 +205,7 @@ def gpu_queue_pending_messages() -> int:
     with celery_app.connection_for_read() as connection:
         channel: Any = connection.default_channel
         try:
-            return int(channel.queue_declare(queue=GPU_QUEUE, passive=True).message_count)
+            return int(channel.queue_declare(queue=settings.GENERATION_QUEUE, passive=True).message_count)
         except ChannelError:
             # Redis drops an empty list, so a queue with nothing waiting does not exist.
             return 0

@@ -305,7 +305,7 @@ def reap_stale_jobs() -> ReapResult:
     Celery kills a task at the hard limit, so nobody will ever finish it.
     """
     cutoff = timezone.now() - timedelta(
-        seconds=settings.CELERY_TASK_TIME_LIMIT + settings.REAPER_GRACE_SECONDS
+        seconds=settings.GENERATION_TIME_LIMIT + settings.REAPER_GRACE_SECONDS
     )
     stuck = Q(started_at__lt=cutoff)
     stuck_jobs = GenerationJob.objects.filter(status=JobStatus.RUNNING, started_at__lt=cutoff)

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from config.celery import app as celery_app
 from jobs import selectors, services
 from jobs.models import FailureCode, GenerationJob, JobStatus
-from jobs.tasks import GPU_QUEUE, reap_stale_jobs_task
+from jobs.tasks import reap_stale_jobs_task
 from tests.conftest import WorkerProcess, wait_for
 from tests.factories import GenerationJobFactory, JobImageFactory
 
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.django_db
 
 def past_the_hard_limit_and_grace() -> datetime:
     return timezone.now() - timedelta(
-        seconds=settings.CELERY_TASK_TIME_LIMIT + settings.REAPER_GRACE_SECONDS + 1
+        seconds=settings.GENERATION_TIME_LIMIT + settings.REAPER_GRACE_SECONDS + 1
     )
 
 
@@ -88,7 +88,7 @@ def test_reaper_without_requeues_fails_a_lost_job_at_once(settings: SettingsFixt
 
 def test_reaper_leaves_jobs_within_the_hard_limit_and_grace_and_finished_jobs_alone() -> None:
     long_but_alive = GenerationJobFactory(
-        running=True, started_at=timezone.now() - timedelta(seconds=settings.CELERY_TASK_TIME_LIMIT)
+        running=True, started_at=timezone.now() - timedelta(seconds=settings.GENERATION_TIME_LIMIT)
     )
     finished_long_ago = GenerationJobFactory(completed=True, started_at=past_the_hard_limit_and_grace())
 
@@ -157,7 +157,7 @@ def test_reaper_task_is_scheduled_by_beat_and_never_routed_to_the_gpu_queue() ->
 
     assert entry["task"] == reap_stale_jobs_task.name
     assert entry["schedule"] == settings.REAPER_INTERVAL_SECONDS
-    assert route["queue"].name == unrouted["queue"].name == "default" != GPU_QUEUE
+    assert route["queue"].name == unrouted["queue"].name == "default" != settings.GENERATION_QUEUE
 
 
 def test_reaper_task_reaps_lost_jobs_republishes_wakeups_and_deletes_expired_files(
