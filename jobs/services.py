@@ -239,13 +239,16 @@ def job_complete(*, job: GenerationJob, pngs: Sequence[bytes], warnings: Sequenc
     return True
 
 
-def job_fail(*, job_id: JobId, code: str, message: str) -> bool:
-    """Fails a queued or running job with a named ``FailureCode``; returns whether it moved."""
+def job_fail(*, job_id: JobId, code: str, message: str, where: Q | None = None) -> bool:
+    """Fails a queued or running job with a named ``FailureCode``; returns whether it moved.
+
+    ``where`` adds conditions to the same UPDATE, as in ``transition_job``."""
     finished_at = timezone.now()
     with transaction.atomic():
         moved = transition_job(
             job_id=job_id,
             to=JobStatus.FAILED,
+            where=where,
             finished_at=finished_at,
             failure_code=code,
             failure_message=message,
@@ -308,7 +311,7 @@ def reap_stale_jobs() -> ReapResult:
         seconds=settings.GENERATION_TIME_LIMIT + settings.REAPER_GRACE_SECONDS
     )
     stuck = Q(started_at__lt=cutoff)
-    stuck_jobs = GenerationJob.objects.filter(status=JobStatus.RUNNING, started_at__lt=cutoff)
+    stuck_jobs = GenerationJob.objects.filter(stuck, status=JobStatus.RUNNING)
     requeued = failed = 0
     for job_id, requeue_count in stuck_jobs.values_list("pk", "requeue_count"):
         if requeue_count < settings.REAPER_MAX_REQUEUES:
@@ -326,16 +329,13 @@ def reap_stale_jobs() -> ReapResult:
                     transaction.on_commit(wake_gpu_worker)
                     requeued += 1
                     logger.warning("job=%s event=requeued reason=worker_lost", job_id)
-        elif transition_job(
+        elif job_fail(
             job_id=job_id,
-            to=JobStatus.FAILED,
+            code=FailureCode.WORKER_LOST,
+            message="The worker running this job stopped before finishing it.",
             where=stuck,
-            finished_at=timezone.now(),
-            failure_code=FailureCode.WORKER_LOST,
-            failure_message="The worker running this job stopped before finishing it.",
         ):
             failed += 1
-            logger.warning("job=%s event=failed code=worker_lost", job_id)
     return ReapResult(requeued=requeued, failed=failed)
 
 

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from jobs import services
 from jobs.models import FailureCode, GenerationJob, JobStatus
+from tests.conftest import WorkerProcess, wait_for
 from tests.factories import GenerationJobFactory, JobImageFactory
 
 pytestmark = pytest.mark.django_db
@@ -242,3 +243,17 @@ def test_staff_without_change_permission_can_look_but_not_cancel_or_retry(viewer
     queued.refresh_from_db()
     assert queued.status == JobStatus.QUEUED
     assert not GenerationJob.objects.filter(retry_of=failed).exists()
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_retried_job_runs_on_a_worker_and_completes_with_the_original_seed(
+    admin_client: Client, gpu_worker: WorkerProcess
+) -> None:
+    failed = GenerationJobFactory(failed=True, failure_code=FailureCode.OUT_OF_MEMORY, seed=31337)
+
+    run_action(admin_client, "retry_selected", [failed])
+
+    retry = GenerationJob.objects.get(retry_of=failed)
+    wait_for(lambda: GenerationJob.objects.get(pk=retry.pk).status == JobStatus.COMPLETED, timeout=60)
+    assert retry.images.get().seed == 31337
