@@ -377,7 +377,7 @@ def delete_expired_results() -> int:
     cutoff = timezone.now() - timedelta(days=settings.RESULT_RETENTION_DAYS)
     deleted = 0
     while True:
-        images = list(JobImage.objects.filter(job__finished_at__lt=cutoff)[:RETENTION_BATCH_SIZE])
+        images = list(JobImage.objects.filter(job__finished_at__lt=cutoff).order_by()[:RETENTION_BATCH_SIZE])
         if not images:
             return deleted
         with transaction.atomic():
