@@ -10,14 +10,17 @@ The scratch database is var/bench/admin-<rows>.sqlite3; delete it to seed afresh
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import random
 import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -108,7 +111,7 @@ def seed(rows: int) -> None:
     offsets = sorted((rng.uniform(0, year) for _ in range(rows - existing)), reverse=True)
     failure_codes = [FailureCode.TIMEOUT, FailureCode.OUT_OF_MEMORY, FailureCode.INFERENCE_ERROR]
     started = time.perf_counter()
-    batch: list[tuple[object, ...]] = []
+    batch: list[tuple[Any, ...]] = []
     for n, offset in enumerate(offsets, start=existing):
         created = now - timedelta(seconds=offset)
         roll = rng.random()
@@ -160,12 +163,11 @@ def seed(rows: int) -> None:
             print(f"seed: {n + 1} rows, {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def timed(repeat: int, action: object) -> tuple[float, float, int]:
+def timed(repeat: int, action: Callable[[], object]) -> tuple[float, float, int]:
     """Median milliseconds over ``repeat`` runs, of which in SQL, and the queries of one run."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    assert callable(action)
     action()  # warm the page cache and Django's template cache
     durations, sql = [], []
     for _ in range(repeat):
@@ -222,7 +224,9 @@ def main() -> None:
     print(f"\nrows: {GenerationJob.objects.count()}, median of {args.repeat} runs\n")
     print(f"| {'page':<30} | {'total ms':>8} | {'SQL ms':>8} | queries |")
     print(f"|{'-' * 32}|{'-' * 10}|{'-' * 10}|---------|")
-    rows = [(name, lambda params=params: get(params)) for name, params in pages.items()]
+    rows: list[tuple[str, Callable[[], object]]] = [
+        (name, functools.partial(get, params)) for name, params in pages.items()
+    ]
     rows.append(("dashboard numbers (selector)", selectors.queue_dashboard))
     for name, action in rows:
         ms, sql_ms, queries = timed(args.repeat, action)
