@@ -19,6 +19,7 @@ from django.utils.safestring import SafeString
 from jobs import selectors, services
 from jobs.errors import JobError
 from jobs.models import ACTIVE_STATUSES, GenerationJob, JobStatus
+from ratelimit import services as ratelimit_services
 
 THUMBNAIL_PIXELS = 256
 PROMPT_EXCERPT_CHARS = 60
@@ -60,7 +61,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
     # Counting the whole table again on every filtered page is the slow query at scale.
     show_full_result_count = False
     list_per_page = 50
-    actions = ("cancel_selected", "retry_selected")
+    actions = ("cancel_selected", "retry_selected", "block_clients")
     fieldsets = (
         (
             None,
@@ -114,6 +115,9 @@ class GenerationJobAdmin(admin.ModelAdmin):
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """Who may cancel and retry: staff granted "change" on jobs (and superusers)."""
         return request.user.has_perm("jobs.change_generationjob")
+
+    def has_block_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("ratelimit.add_blockednetwork")
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[GenerationJob], search_term: str
@@ -213,6 +217,26 @@ class GenerationJobAdmin(admin.ModelAdmin):
                 continue
             retried += 1
         self._report(request, done=retried, verb="Retried", selected=queryset.count() - refused)
+
+    @admin.action(description="Block the client networks of selected jobs", permissions=["block"])
+    def block_clients(self, request: HttpRequest, queryset: QuerySet[GenerationJob]) -> None:
+        # The network abuse control counts a client under (an IPv6 client's /64), so that the
+        # block cannot be sidestepped by moving to the next address.
+        networks = sorted(
+            {network or ip for network, ip in queryset.order_by().values_list("client_network", "client_ip")}
+        )
+        blocked = []
+        for network in networks:
+            try:
+                ratelimit_services.block_ip(
+                    ip_or_cidr=network, reason=f"Blocked from the jobs list by {request.user}"
+                )
+            except JobError as error:
+                self.message_user(request, f"{network} not blocked: {error.message}", messages.ERROR)
+                continue
+            blocked.append(network)
+        if blocked:
+            self.message_user(request, f"Blocked {', '.join(blocked)}.", messages.SUCCESS)
 
     def _report(self, request: HttpRequest, *, done: int, verb: str, selected: int) -> None:
         message = f"{verb} {done} job{'s' if done != 1 else ''}."

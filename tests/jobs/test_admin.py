@@ -14,7 +14,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from jobs import services
+from jobs.errors import JobError
 from jobs.models import FailureCode, GenerationJob, JobStatus
+from ratelimit.models import BlockedNetwork
 from tests.conftest import WorkerProcess, wait_for
 from tests.factories import GenerationJobFactory, JobImageFactory
 
@@ -230,19 +232,41 @@ def test_retry_reports_a_copy_that_todays_rules_refuse_instead_of_failing(admin_
     assert not GenerationJob.objects.filter(retry_of=too_many_steps).exists()
 
 
-def test_staff_without_change_permission_can_look_but_not_cancel_or_retry(viewer_client: Client) -> None:
+def test_block_action_blocks_the_client_networks_of_selected_jobs_and_their_next_submit_is_refused(
+    admin_client: Client,
+) -> None:
+    from_v4 = [GenerationJobFactory(client_ip="198.51.100.4") for _ in range(2)]
+    from_v6 = GenerationJobFactory(client_ip="2001:db8:1:2::7")
+    bystander = GenerationJobFactory(client_ip="192.0.2.1")
+
+    run_action(admin_client, "block_clients", [*from_v4, from_v6])
+
+    assert set(BlockedNetwork.objects.values_list("network", flat=True)) == {
+        "198.51.100.4",
+        "2001:db8:1:2::/64",
+    }
+    with pytest.raises(JobError) as refused:
+        services.job_submit(prompt="again", client_ip="2001:db8:1:2::99", width=64, height=64, steps=4)
+    assert refused.value.code == "blocked"
+    services.job_submit(prompt="fine", client_ip=bystander.client_ip, width=64, height=64, steps=4)
+
+
+def test_staff_without_change_permission_can_look_but_not_cancel_retry_or_block(
+    viewer_client: Client,
+) -> None:
     queued = GenerationJobFactory()
     failed = GenerationJobFactory(failed=True)
 
     listing = viewer_client.get(CHANGELIST)
-    viewer_client.post(CHANGELIST, {"action": "cancel_selected", "_selected_action": [str(queued.pk)]})
-    viewer_client.post(CHANGELIST, {"action": "retry_selected", "_selected_action": [str(failed.pk)]})
+    for action, job in (("cancel_selected", queued), ("retry_selected", failed), ("block_clients", queued)):
+        viewer_client.post(CHANGELIST, {"action": action, "_selected_action": [str(job.pk)]})
 
     assert listing.status_code == 200
     assert listing.context["action_form"] is None
     queued.refresh_from_db()
     assert queued.status == JobStatus.QUEUED
     assert not GenerationJob.objects.filter(retry_of=failed).exists()
+    assert not BlockedNetwork.objects.exists()
 
 
 @pytest.mark.worker
