@@ -94,7 +94,10 @@ class GenerationJobAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Client and worker", {"fields": ("client_ip", "worker_hostname", "requeue_count")}),
+        (
+            "Client and worker",
+            {"fields": ("client_ip", "client_network", "worker_hostname", "requeue_count")},
+        ),
         (
             "Timings",
             {"fields": ("created_at", "started_at", "finished_at", "wait_time", "run_time", "progress")},

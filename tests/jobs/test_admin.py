@@ -57,6 +57,12 @@ def test_admin_pages_send_anonymous_and_non_staff_users_to_the_login_page(client
         assert response["Location"].startswith(reverse("admin:login"))
 
 
+def test_dashboard_refuses_staff_who_may_not_view_jobs(client: Client) -> None:
+    client.force_login(User.objects.create_user("stranger", password="x", is_staff=True))
+
+    assert client.get(DASHBOARD).status_code == 403
+
+
 def test_job_list_shows_status_failure_ip_prompt_size_steps_times_and_worker(admin_client: Client) -> None:
     job = GenerationJobFactory(
         failed=True,
