@@ -94,6 +94,7 @@ def seed(rows: int) -> None:
         "failure_message",
         "warnings",
         "client_ip",
+        "client_network",
         "worker_hostname",
         "created_at",
         "updated_at",
@@ -124,6 +125,7 @@ def seed(rows: int) -> None:
             status, code = JobStatus.QUEUED, ""
         begun = finished = None
         worker = ""
+        ip = f"10.{rng.randrange(4)}.{rng.randrange(256)}.{rng.randrange(256)}"
         if status != JobStatus.QUEUED:
             worker = rng.choice(WORKERS)
             begun = created + timedelta(seconds=rng.uniform(0.1, 30))
@@ -147,7 +149,8 @@ def seed(rows: int) -> None:
                 code,
                 "bench" if code else "",
                 "[]",
-                f"10.{rng.randrange(4)}.{rng.randrange(256)}.{rng.randrange(256)}",
+                ip,
+                ip,  # an IPv4 client's network is its address
                 worker,
                 ops.adapt_datetimefield_value(created),
                 ops.adapt_datetimefield_value(finished or created),
