@@ -102,6 +102,13 @@ def seed(rows: int) -> None:
         "finished_at",
         "requeue_count",
     ]
+    # Columns not set here (added by other features) get their defaults, as an ORM insert would.
+    fields = {str(field.column): field for field in GenerationJob._meta.concrete_fields}
+    rest = [column for column in fields if column not in columns]
+    rest_values = tuple(
+        fields[column].get_db_prep_save(fields[column].get_default(), connection) for column in rest
+    )
+    columns += rest
     sql = (
         f"INSERT INTO {GenerationJob._meta.db_table} ({', '.join(columns)}) "
         f"VALUES ({', '.join(['%s'] * len(columns))})"
@@ -157,6 +164,7 @@ def seed(rows: int) -> None:
                 ops.adapt_datetimefield_value(begun),
                 ops.adapt_datetimefield_value(finished),
                 0,
+                *rest_values,
             )
         )
         if len(batch) == 50_000 or n == rows - 1:

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobs', '0002_job_client_network'),
+        ('jobs', '0003_webhook_subscription'),
     ]
 
     operations = [
