@@ -248,6 +248,28 @@ WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
 WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False)
 
+# --- Operators: reaper and result retention ---------------------------------------------
+# Every REAPER_INTERVAL_SECONDS the reaper (on the light `default` queue, started by beat):
+# re-queues or fails jobs still `running` REAPER_GRACE_SECONDS past the hard time limit,
+# wakes workers for jobs `queued` longer than REAPER_REPUBLISH_AFTER_SECONDS whose broker
+# message was lost, and deletes result files older than RESULT_RETENTION_DAYS (0 = never).
+REAPER_INTERVAL_SECONDS = env.int("REAPER_INTERVAL_SECONDS", default=60)
+REAPER_GRACE_SECONDS = env.int("REAPER_GRACE_SECONDS", default=120)
+REAPER_MAX_REQUEUES = env.int("REAPER_MAX_REQUEUES", default=1)
+REAPER_REPUBLISH_AFTER_SECONDS = env.int("REAPER_REPUBLISH_AFTER_SECONDS", default=60)
+RESULT_RETENTION_DAYS = env.int("RESULT_RETENTION_DAYS", default=0)
+# How long the dashboard waits for workers to answer a ping: every refresh waits this long,
+# and below about a second a busy worker's answer is often missed.
+DASHBOARD_PING_TIMEOUT_SECONDS = env.float("DASHBOARD_PING_TIMEOUT_SECONDS", default=1.0)
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-jobs": {
+        "task": "jobs.tasks.reap_stale_jobs_task",
+        "schedule": REAPER_INTERVAL_SECONDS,
+        # A run that could not start before the next one is due is only a duplicate.
+        "options": {"queue": "default", "expires": REAPER_INTERVAL_SECONDS},
+    },
+}
+
 # --- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [],

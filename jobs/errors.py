@@ -37,3 +37,11 @@ def job_not_found() -> JobError:
 
 def job_already_finished(status: str) -> JobError:
     return JobError(code="job_already_finished", message=f"The job is already {status}.", http_status=409)
+
+
+def job_not_retryable(status: str) -> JobError:
+    return JobError(
+        code="job_not_retryable",
+        message=f"Only failed jobs can be retried; this one is {status}.",
+        http_status=409,
+    )

@@ -69,6 +69,13 @@ class GenerationJob(models.Model):
     webhook_url = models.CharField(max_length=2048, blank=True, default="")
     webhook_events = models.JSONField(default=list, blank=True)
     worker_hostname = models.CharField(max_length=255, blank=True, default="")
+    # Operators' history: a retry is a new job that points at the one it repeats; the reaper
+    # re-queues a job whose worker was lost at most REAPER_MAX_REQUEUES times, counted here.
+    retry_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries"
+    )
+    requeue_count = models.PositiveSmallIntegerField(default=0)
+    results_deleted_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -82,6 +89,11 @@ class GenerationJob(models.Model):
             models.Index(fields=["client_ip", "created_at"], name="job_client_created_idx"),
             models.Index(fields=["failure_code", "created_at"], name="job_failure_created_idx"),
             models.Index(fields=["client_network", "status"], name="job_network_status_idx"),
+            # The admin: the unfiltered list (newest first), its date and worker filters; the
+            # dashboard's counts and run-time percentiles by finish time.
+            models.Index(fields=["created_at"], name="job_created_idx"),
+            models.Index(fields=["worker_hostname", "created_at"], name="job_worker_created_idx"),
+            models.Index(fields=["status", "finished_at"], name="job_status_finished_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=JobStatus.values), name="job_status_valid"),

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
+from django.conf import settings
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, QuerySet
+from django.utils import timezone
+from kombu.exceptions import ChannelError
+
+from config.celery import app as celery_app
 from jobs.errors import job_not_found
-from jobs.models import GenerationJob, JobStatus
+from jobs.models import ACTIVE_STATUSES, FailureCode, GenerationJob, JobStatus
 
 
 def job_get(*, job_id: str | uuid.UUID) -> GenerationJob:
@@ -34,3 +45,167 @@ def jobs_in_order(*, job_ids: Sequence[str]) -> list[GenerationJob]:
         str(job.pk): job for job in GenerationJob.objects.prefetch_related("images").filter(pk__in=job_ids)
     }
     return [by_id[job_id] for job_id in job_ids if job_id in by_id]
+
+
+def jobs_matching(*, queryset: QuerySet[GenerationJob], term: str) -> QuerySet[GenerationJob]:
+    """The operators' search box: a job id or a client IP matches exactly (an index lookup
+    on a million rows); otherwise every word must appear in the prompt."""
+    term = term.strip()
+    if not term:
+        return queryset
+    try:
+        return queryset.filter(pk=uuid.UUID(term))
+    except ValueError:
+        pass
+    try:
+        return queryset.filter(client_ip=str(ipaddress.ip_address(term)))
+    except ValueError:
+        pass
+    for word in term.split():
+        queryset = queryset.filter(prompt__icontains=word)
+    return queryset
+
+
+def recent_worker_hostnames(*, days: int = 7) -> list[str]:
+    """Workers that started jobs lately: the admin's worker filter, without scanning history."""
+    since = timezone.now() - timedelta(days=days)
+    return sorted(
+        GenerationJob.objects.filter(created_at__gte=since)
+        .exclude(worker_hostname="")
+        .order_by()
+        .values_list("worker_hostname", flat=True)
+        .distinct()
+    )
+
+
+# Recent throughput, for the estimated wait: long enough to smooth batches, short enough to
+# follow a worker joining or leaving.
+THROUGHPUT_WINDOW = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class FailureCount:
+    code: str
+    label: str
+    last_hour: int
+    last_day: int
+
+
+@dataclass(frozen=True)
+class QueueDashboard:
+    queued: int
+    running: int
+    oldest_queued_age_seconds: float | None
+    completed_per_minute: float
+    # None when jobs wait but nothing completed lately: there is no rate to divide by.
+    estimated_wait_seconds: float | None
+    completed_last_hour: int
+    completed_last_day: int
+    failed_last_hour: int
+    failed_last_day: int
+    failures: list[FailureCount]
+    run_seconds_p50: float | None
+    run_seconds_p95: float | None
+
+
+def queue_dashboard() -> QueueDashboard:
+    """The operators' numbers, in five indexed queries whatever the size of the history."""
+    now = timezone.now()
+    hour_ago, day_ago = now - timedelta(hours=1), now - timedelta(days=1)
+
+    counts: dict[str, int] = {}
+    oldest_queued: datetime | None = None
+    for status, n, oldest in (
+        GenerationJob.objects.filter(status__in=ACTIVE_STATUSES)
+        .order_by()
+        .values_list("status")
+        .annotate(n=Count("pk"), oldest=Min("created_at"))
+    ):
+        counts[status] = n
+        if status == JobStatus.QUEUED:
+            oldest_queued = oldest
+    queued = counts.get(JobStatus.QUEUED, 0)
+
+    completed = GenerationJob.objects.filter(status=JobStatus.COMPLETED, finished_at__gte=day_ago).aggregate(
+        day=Count("pk"),
+        hour=Count("pk", filter=Q(finished_at__gte=hour_ago)),
+        window=Count("pk", filter=Q(finished_at__gte=now - THROUGHPUT_WINDOW)),
+    )
+    labels = dict(FailureCode.choices)
+    failures = [
+        FailureCount(
+            code=row["failure_code"],
+            label=labels.get(row["failure_code"], row["failure_code"]),
+            last_hour=row["last_hour"],
+            last_day=row["last_day"],
+        )
+        for row in GenerationJob.objects.filter(status=JobStatus.FAILED, finished_at__gte=day_ago)
+        .order_by()
+        .values("failure_code")
+        .annotate(last_day=Count("pk"), last_hour=Count("pk", filter=Q(finished_at__gte=hour_ago)))
+        .order_by("-last_day", "failure_code")
+    ]
+
+    per_second = completed["window"] / THROUGHPUT_WINDOW.total_seconds()
+    if queued == 0:
+        estimated_wait: float | None = 0.0
+    else:
+        estimated_wait = queued / per_second if per_second else None
+    p50, p95 = _run_seconds_percentiles(since=day_ago, count=completed["day"], quantiles=(0.5, 0.95))
+    return QueueDashboard(
+        queued=queued,
+        running=counts.get(JobStatus.RUNNING, 0),
+        oldest_queued_age_seconds=(now - oldest_queued).total_seconds() if oldest_queued else None,
+        completed_per_minute=per_second * 60,
+        estimated_wait_seconds=estimated_wait,
+        completed_last_hour=completed["hour"],
+        completed_last_day=completed["day"],
+        failed_last_hour=sum(f.last_hour for f in failures),
+        failed_last_day=sum(f.last_day for f in failures),
+        failures=failures,
+        run_seconds_p50=p50,
+        run_seconds_p95=p95,
+    )
+
+
+def _run_seconds_percentiles(
+    *, since: datetime, count: int, quantiles: tuple[float, ...]
+) -> list[float | None]:
+    """Nearest-rank percentiles of run time over jobs completed since ``since``: the database
+    sorts, one row comes back per percentile."""
+    if count == 0:
+        return [None for _ in quantiles]
+    by_run_time = (
+        GenerationJob.objects.filter(
+            status=JobStatus.COMPLETED, finished_at__gte=since, started_at__isnull=False
+        )
+        .annotate(
+            run_time=ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+        )
+        .order_by("run_time")
+        .values_list("run_time", flat=True)
+    )
+    values: list[float | None] = []
+    for quantile in quantiles:
+        rank = max(math.ceil(quantile * count), 1) - 1
+        # The count came from an earlier query: a row may have aged out of the window since.
+        found = list(by_run_time[rank : rank + 1])
+        values.append(found[0].total_seconds() if found else None)
+    return values
+
+
+def live_workers(*, timeout: float) -> list[str]:
+    """Hostnames of Celery workers that answer a ping within ``timeout`` seconds."""
+    replies = celery_app.control.ping(timeout=timeout) or []
+    return sorted(hostname for reply in replies for hostname in reply)
+
+
+def gpu_queue_pending_messages() -> int:
+    """Wake-ups waiting in the broker's ``gpu`` queue (not counting the ones being worked on)."""
+    with celery_app.connection_for_read() as connection:
+        channel: Any = connection.default_channel
+        try:
+            return int(channel.queue_declare(queue=settings.GENERATION_QUEUE, passive=True).message_count)
+        except ChannelError:
+            # Redis drops an empty list, so a queue with nothing waiting does not exist.
+            return 0

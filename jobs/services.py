@@ -12,14 +12,17 @@ import secrets
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.files.base import ContentFile
 from django.db import transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
-from jobs.errors import job_already_finished, job_not_found
+from jobs import selectors
+from jobs.errors import job_already_finished, job_not_found, job_not_retryable
 from jobs.models import TRANSITION_SOURCES, FailureCode, GenerationJob, JobImage, JobStatus
 from jobs.validation import SEED_MAX, JobParameters, normalise_prompt, validate_parameters
 from ratelimit.services import submission_admitted, usage_record_job_finished
@@ -37,14 +40,17 @@ def _cancel_flag_key(job_id: JobId) -> str:
     return f"jobs:cancel:{job_id}"
 
 
-def transition_job(*, job_id: JobId, to: str, **fields: object) -> bool:
+def transition_job(*, job_id: JobId, to: str, where: Q | None = None, **fields: object) -> bool:
     """Moves a job to ``to`` if its current status allows it; returns whether it moved.
 
-    The check and the write are one UPDATE, so two racing writers cannot both win.
+    The check and the write are one UPDATE, so two racing writers cannot both win. ``where``
+    adds conditions to that same UPDATE (the reaper's "still stuck since then").
     """
     sources = TRANSITION_SOURCES[to]
-    moved = GenerationJob.objects.filter(pk=job_id, status__in=sources).update(
-        status=to, updated_at=timezone.now(), **fields
+    moved = (
+        GenerationJob.objects.filter(pk=job_id, status__in=sources)
+        .filter(where or Q())
+        .update(status=to, updated_at=timezone.now(), **fields)
     )
     return moved == 1
 
@@ -63,6 +69,7 @@ def job_submit(
     num_images: int = 1,
     webhook_url: str = "",
     webhook_events: Sequence[str] | None = None,
+    retry_of: GenerationJob | None = None,
 ) -> GenerationJob:
     """Validates, stores the job as ``queued`` and wakes a GPU worker once it is committed."""
     defaults = settings.JOB_DEFAULTS
@@ -97,6 +104,7 @@ def job_submit(
             client_network=network,
             webhook_url=webhook_url,
             webhook_events=webhook_events,
+            retry_of=retry_of,
         )
         # Before the wake-up, so that the queued event is recorded before a worker can start the job.
         webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.QUEUED)
@@ -231,13 +239,16 @@ def job_complete(*, job: GenerationJob, pngs: Sequence[bytes], warnings: Sequenc
     return True
 
 
-def job_fail(*, job_id: JobId, code: str, message: str) -> bool:
-    """Fails a queued or running job with a named ``FailureCode``; returns whether it moved."""
+def job_fail(*, job_id: JobId, code: str, message: str, where: Q | None = None) -> bool:
+    """Fails a queued or running job with a named ``FailureCode``; returns whether it moved.
+
+    ``where`` adds conditions to the same UPDATE, as in ``transition_job``."""
     finished_at = timezone.now()
     with transaction.atomic():
         moved = transition_job(
             job_id=job_id,
             to=JobStatus.FAILED,
+            where=where,
             finished_at=finished_at,
             failure_code=code,
             failure_message=message,
@@ -253,3 +264,130 @@ def job_fail(*, job_id: JobId, code: str, message: str) -> bool:
         logger.info("job=%s event=failed code=%s", job_id, code)
         webhook_event_enqueue(job_id=job_id, event=WebhookEvent.FAILED)
     return moved
+
+
+def job_retry(*, job_id: JobId) -> GenerationJob:
+    """Queues a new job with a failed job's parameters and seed, linked to it by ``retry_of``.
+
+    It goes through ``job_submit``, so today's validation rules apply to the copy as they
+    would to any new request from the same client.
+    """
+    original = GenerationJob.objects.filter(pk=job_id).first()
+    if original is None:
+        raise job_not_found()
+    if original.status != JobStatus.FAILED:
+        raise job_not_retryable(original.status)
+    job = job_submit(
+        prompt=original.prompt,
+        client_ip=original.client_ip,
+        negative_prompt=original.negative_prompt,
+        width=original.width,
+        height=original.height,
+        steps=original.steps,
+        guidance_scale=original.guidance_scale,
+        seed=original.seed,
+        scheduler=original.scheduler,
+        num_images=original.num_images,
+        retry_of=original,
+    )
+    logger.info("job=%s event=retried retry_of=%s", job.pk, original.pk)
+    return job
+
+
+@dataclass(frozen=True)
+class ReapResult:
+    requeued: int
+    failed: int
+
+
+def reap_stale_jobs() -> ReapResult:
+    """Handles ``running`` jobs whose worker is gone: re-queues each up to
+    ``REAPER_MAX_REQUEUES`` times, then fails it as ``worker_lost``.
+
+    A job still running past the hard time limit plus a grace period has no live worker:
+    Celery kills a task at the hard limit, so nobody will ever finish it.
+    """
+    cutoff = timezone.now() - timedelta(
+        seconds=settings.GENERATION_TIME_LIMIT + settings.REAPER_GRACE_SECONDS
+    )
+    stuck = Q(started_at__lt=cutoff)
+    stuck_jobs = GenerationJob.objects.filter(stuck, status=JobStatus.RUNNING)
+    requeued = failed = 0
+    for job_id, requeue_count in stuck_jobs.values_list("pk", "requeue_count"):
+        if requeue_count < settings.REAPER_MAX_REQUEUES:
+            with transaction.atomic():
+                if transition_job(
+                    job_id=job_id,
+                    to=JobStatus.QUEUED,
+                    where=stuck,
+                    requeue_count=F("requeue_count") + 1,
+                    started_at=None,
+                    worker_hostname="",
+                    progress_step=0,
+                    progress_total=0,
+                ):
+                    transaction.on_commit(wake_gpu_worker)
+                    requeued += 1
+                    logger.warning("job=%s event=requeued reason=worker_lost", job_id)
+        elif job_fail(
+            job_id=job_id,
+            code=FailureCode.WORKER_LOST,
+            message="The worker running this job stopped before finishing it.",
+            where=stuck,
+        ):
+            failed += 1
+    return ReapResult(requeued=requeued, failed=failed)
+
+
+# Enough to drain any realistic backlog within a few reaper runs without flooding the broker.
+REPUBLISH_MAX_PER_RUN = 1000
+
+
+def republish_queued_jobs() -> int:
+    """Sends wake-ups for queued jobs whose broker message was lost; returns how many.
+
+    The database is the queue of record; a Redis restart without persistence loses the
+    wake-ups, not the jobs. Jobs queued longer than ``REAPER_REPUBLISH_AFTER_SECONDS``
+    that outnumber the wake-ups waiting in the ``gpu`` queue get one each (a wake-up that
+    finds nothing to claim costs nothing).
+    """
+    cutoff = timezone.now() - timedelta(seconds=settings.REAPER_REPUBLISH_AFTER_SECONDS)
+    waiting = GenerationJob.objects.filter(status=JobStatus.QUEUED, created_at__lt=cutoff).count()
+    if waiting == 0:
+        return 0
+    missing = min(waiting - selectors.gpu_queue_pending_messages(), REPUBLISH_MAX_PER_RUN)
+    for _ in range(missing):
+        wake_gpu_worker()
+    if missing > 0:
+        logger.warning("event=republished wakeups=%d queued_waiting=%d", missing, waiting)
+    return max(missing, 0)
+
+
+RETENTION_BATCH_SIZE = 500
+
+
+def delete_expired_results() -> int:
+    """Deletes result files of jobs finished more than ``RESULT_RETENTION_DAYS`` ago.
+
+    Jobs stay (history is kept) and are marked ``results_deleted_at``; only their image rows
+    and files go. Returns how many files were deleted; 0 days means keep forever.
+    """
+    if settings.RESULT_RETENTION_DAYS <= 0:
+        return 0
+    cutoff = timezone.now() - timedelta(days=settings.RESULT_RETENTION_DAYS)
+    deleted = 0
+    while True:
+        images = list(JobImage.objects.filter(job__finished_at__lt=cutoff).order_by()[:RETENTION_BATCH_SIZE])
+        if not images:
+            return deleted
+        with transaction.atomic():
+            JobImage.objects.filter(pk__in=[image.pk for image in images]).delete()
+            GenerationJob.objects.filter(pk__in={image.job_id for image in images}).update(
+                results_deleted_at=timezone.now()
+            )
+        # Rows first: a file left behind by a crash here is only wasted space, whereas a row
+        # whose file is gone would hand clients a broken link.
+        for image in images:
+            image.file.delete(save=False)
+        deleted += len(images)
+        logger.info("event=results_deleted files=%d", len(images))

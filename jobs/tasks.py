@@ -42,3 +42,21 @@ def generate_task(self: Any) -> None:
     from jobs.worker import process_next_batch
 
     process_next_batch(worker_hostname=self.request.hostname or "unknown")
+
+
+@shared_task(name="jobs.tasks.reap_stale_jobs_task")
+def reap_stale_jobs_task() -> None:
+    """Beat's periodic sweep (on the ``default`` queue, never ``gpu``): stuck jobs, lost
+    wake-ups, expired result files."""
+    from jobs import services
+
+    reaped = services.reap_stale_jobs()
+    republished = services.republish_queued_jobs()
+    deleted = services.delete_expired_results()
+    logger.info(
+        "event=reaper_ran requeued=%d failed=%d republished=%d files_deleted=%d",
+        reaped.requeued,
+        reaped.failed,
+        republished,
+        deleted,
+    )

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.utils import timezone
 
-from jobs.models import GenerationJob, JobImage, JobStatus
+from jobs.models import FailureCode, GenerationJob, JobImage, JobStatus
 from ratelimit.client_ip import client_network
 from webhooks.models import WebhookDelivery, WebhookEvent
 
@@ -26,6 +26,28 @@ class GenerationJobFactory(factory.django.DjangoModelFactory):
     client_ip = "203.0.113.7"
     client_network = factory.LazyAttribute(lambda o: client_network(o.client_ip))
     status = JobStatus.QUEUED
+
+    class Params:
+        # States as a worker leaves them, with the timestamps the model's constraints ask for.
+        running = factory.Trait(
+            status=JobStatus.RUNNING,
+            started_at=factory.LazyFunction(timezone.now),
+            worker_hostname="gpu-1@test",
+        )
+        completed = factory.Trait(
+            status=JobStatus.COMPLETED,
+            started_at=factory.LazyFunction(timezone.now),
+            finished_at=factory.LazyFunction(timezone.now),
+            worker_hostname="gpu-1@test",
+        )
+        failed = factory.Trait(
+            status=JobStatus.FAILED,
+            started_at=factory.LazyFunction(timezone.now),
+            finished_at=factory.LazyFunction(timezone.now),
+            worker_hostname="gpu-1@test",
+            failure_code=FailureCode.INFERENCE_ERROR,
+            failure_message="The image could not be generated.",
+        )
 
 
 class JobImageFactory(factory.django.DjangoModelFactory):
