@@ -94,6 +94,7 @@ def test_second_active_job_is_refused_until_the_first_finishes(api_client: APICl
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db(transaction=True)
 def test_concurrent_submits_cannot_create_two_active_jobs(settings: Any) -> None:
     settings.SUBMIT_MAX_ACTIVE_JOBS = 1
     contenders = 4
@@ -107,6 +108,8 @@ def test_concurrent_submits_cannot_create_two_active_jobs(settings: Any) -> None
             outcomes.append("accepted")
         except JobError as error:
             outcomes.append(error.code)
+        except Exception as error:  # shown in the assertion below, instead of lost in a thread
+            outcomes.append(repr(error))
         finally:
             connection.close()
 
