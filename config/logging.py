@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -28,9 +29,13 @@ def log_event(logger: logging.Logger, event: str, /, **fields: object) -> None:
     logger.info(logfmt(pairs), extra={"fields": pairs})
 
 
+def _timestamp(record: logging.LogRecord) -> str:
+    return datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
+
+
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = logfmt({"time": self.formatTime(record), "level": record.levelname, "logger": record.name})
+        line = logfmt({"time": _timestamp(record), "level": record.levelname, "logger": record.name})
         line = f"{line} {record.getMessage()}"
         if record.exc_info:
             line = f"{line} exc={_logfmt_value(self.formatException(record.exc_info))}"
@@ -40,7 +45,7 @@ class LogfmtFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, Any] = {
-            "time": self.formatTime(record),
+            "time": _timestamp(record),
             "level": record.levelname,
             "logger": record.name,
         }

@@ -1,0 +1,109 @@
+"""/metrics exposes request metrics and the job numbers read from the database at scrape time."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from jobs.models import FailureCode, JobStatus
+from ops.metrics import record_rate_limit_hit
+from tests.conftest import WebProcess, WorkerProcess, wait_for
+from tests.factories import GenerationJobFactory
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+METRICS_TOKEN = "scrape-token-for-tests"
+
+
+@pytest.fixture
+def web(tmp_path: Path) -> Iterator[WebProcess]:
+    # Two processes sharing request metrics through files, as production's gunicorn does.
+    web = WebProcess(
+        extra_env={
+            "WEB_CONCURRENCY": "2",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
+            "METRICS_TOKEN": METRICS_TOKEN,
+        }
+    )
+    try:
+        web.wait_ready()
+        yield web
+    finally:
+        web.stop()
+
+
+def scrape(web: WebProcess) -> dict[str, float]:
+    """Every sample as ``name{label="value",...}`` -> value."""
+    request = urllib.request.Request(
+        f"{web.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{key}="{value}"' for key, value in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+def submit(web: WebProcess, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{web.url}/api/v1/jobs",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return dict(json.loads(response.read()))
+
+
+def test_metrics_expose_job_status_duration_failures_and_requests_after_a_job_runs(
+    web: WebProcess, gpu_worker: WorkerProcess
+) -> None:
+    GenerationJobFactory(
+        status=JobStatus.FAILED, failure_code=FailureCode.TIMEOUT, finished_at=timezone.now()
+    )
+    submitted = submit(web, {"prompt": "a paper boat", "width": 64, "height": 64, "steps": 2})
+
+    def completed() -> bool:
+        with urllib.request.urlopen(submitted["status_url"], timeout=10) as response:
+            return bool(json.loads(response.read())["status"] == "completed")
+
+    wait_for(completed, timeout=60)
+    samples = scrape(web)
+
+    assert samples['imagegen_jobs{status="completed"}'] == 1
+    assert samples['imagegen_jobs{status="failed"}'] == 1
+    assert samples['imagegen_jobs{status="queued"}'] == 0
+    assert samples['imagegen_job_failures_total{code="timeout"}'] == 1
+    assert samples["imagegen_job_duration_seconds_count{}"] == 1
+    assert samples['imagegen_job_duration_seconds_bucket{le="+Inf"}'] == 1
+    assert samples["imagegen_job_duration_seconds_sum{}"] > 0
+    # django-prometheus's request counter, summed over both gunicorn processes.
+    posts = samples['django_http_requests_total_by_method_total{method="POST"}']
+    assert posts >= 1
+
+
+def test_metrics_count_rate_limit_hits_by_rule(web: WebProcess) -> None:
+    rule = f"submit-per-ip-{uuid.uuid4().hex[:8]}"
+    record_rate_limit_hit(rule=rule)
+    record_rate_limit_hit(rule=rule)
+
+    assert scrape(web)[f'imagegen_rate_limit_hits_total{{rule="{rule}"}}'] == 2
+
+
+def test_metrics_refuse_a_scrape_without_the_token(web: WebProcess) -> None:
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(f"{web.url}/metrics", timeout=10)
+
+    assert error.value.code == 401
