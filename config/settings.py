@@ -126,10 +126,12 @@ if STORAGE_BACKEND == "s3":
     # Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
     # an instance role, ...), never from this file.
     _media_storage = {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": "jobs.storage.ResultStorage",
         "OPTIONS": {
             "bucket_name": env.str("S3_BUCKET"),
             "endpoint_url": env.str("S3_ENDPOINT_URL", default=None),
+            # Where browsers reach the store, when that differs from S3_ENDPOINT_URL.
+            "public_endpoint_url": env.str("S3_PUBLIC_ENDPOINT_URL", default=None),
             "region_name": env.str("S3_REGION", default=None),
             # Bounded timeouts: a hung store must fail a request (and /readyz) quickly, not
             # after botocore's 60 s default. Addressing "path" suits MinIO and most

@@ -46,6 +46,8 @@ def s3_env(s3_endpoint: str) -> dict[str, str]:
         "STORAGE_BACKEND": "s3",
         "S3_BUCKET": bucket,
         "S3_ENDPOINT_URL": s3_endpoint,
+        # The same server under another name, as a browser outside a private network sees it.
+        "S3_PUBLIC_ENDPOINT_URL": s3_endpoint.replace("127.0.0.1", "localhost"),
         "S3_ADDRESSING_STYLE": "path",
         "S3_URL_EXPIRY_SECONDS": str(URL_EXPIRY_SECONDS),
         # Its own broker database: only this test's worker hears this test's wake-ups.
@@ -119,7 +121,7 @@ def test_result_lands_in_private_bucket_and_downloads_through_presigned_url(
 
     url = urllib.parse.urlsplit(body["image_url"])
     query = urllib.parse.parse_qs(url.query)
-    assert f"{url.scheme}://{url.netloc}" == s3_env["S3_ENDPOINT_URL"]
+    assert f"{url.scheme}://{url.netloc}" == s3_env["S3_PUBLIC_ENDPOINT_URL"]
     assert query["X-Amz-Expires"] == [str(URL_EXPIRY_SECONDS)]
     assert "X-Amz-Signature" in query
     with urllib.request.urlopen(body["image_url"], timeout=10) as response:
