@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-bind = os.environ.get("WEB_BIND", f"0.0.0.0:{os.environ.get('PORT', '8000')}")
+port = os.environ.get("PORT", "8000")
+bind = os.environ.get("WEB_BIND", f"0.0.0.0:{port}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("WEB_THREADS", "8"))
 worker_class = "gthread"

@@ -1,7 +1,8 @@
 """The one settings module. Every production switch is an environment variable.
 
 Defaults run the whole service on one machine: SQLite, Redis on localhost, media files in
-``var/media`` and the tiny model built in ``var/models/tiny-sd``. See ``.env.example``.
+``var/media`` and the tiny model built in ``var/models/tiny-sd``. ``docker/.env.example``
+documents every variable.
 """
 
 from __future__ import annotations
