@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
@@ -132,17 +131,21 @@ def test_result_lands_in_private_bucket_and_downloads_through_presigned_url(
 
 
 def test_readyz_names_storage_when_the_bucket_is_missing(
-    s3_web: WebProcess, s3_worker: WorkerProcess, s3_env: dict[str, str]
+    client: Any, settings: Any, s3_endpoint: str
 ) -> None:
-    web = s3_web
-    assert http_json("GET", f"{web.url}/readyz") == (
-        200,
-        {"status": "ready", "checks": {"database": "ok", "redis": "ok", "storage": "ok"}},
-    )
+    options = {
+        "bucket_name": f"never-created-{uuid.uuid4().hex[:12]}",
+        "endpoint_url": s3_endpoint,
+        "region_name": "us-east-1",
+        "access_key": "testing",
+        "secret_key": "testing",
+    }
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "jobs.storage.ResultStorage", "OPTIONS": options},
+    }
 
-    s3_client(s3_env).delete_bucket(Bucket=s3_env["S3_BUCKET"])
+    response = client.get("/readyz")
 
-    with pytest.raises(urllib.error.HTTPError) as error:
-        http_json("GET", f"{web.url}/readyz")
-    assert error.value.code == 503
-    assert json.loads(error.value.read())["failing"] == ["storage"]
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["storage"]

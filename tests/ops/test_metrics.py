@@ -7,7 +7,6 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,13 +23,13 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 METRICS_TOKEN = "scrape-token-for-tests"
 
 
-@pytest.fixture
-def web(tmp_path: Path) -> Iterator[WebProcess]:
+@pytest.fixture(scope="module")
+def web(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebProcess]:
     # Two processes sharing request metrics through files, as production's gunicorn does.
     web = WebProcess(
         extra_env={
             "WEB_CONCURRENCY": "2",
-            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prometheus"),
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("prometheus")),
             "METRICS_TOKEN": METRICS_TOKEN,
         }
     )
