@@ -4,7 +4,6 @@ sign for a real S3-compatible server (moto's) on loopback."""
 from __future__ import annotations
 
 import io
-import json
 import urllib.parse
 import urllib.request
 import uuid
@@ -13,11 +12,10 @@ from typing import Any
 
 import boto3
 import pytest
-from django.conf import settings
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from tests.conftest import WebProcess, WorkerProcess, wait_for
+from tests.conftest import WebProcess, WorkerProcess, http_json, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -49,8 +47,8 @@ def s3_env(s3_endpoint: str) -> dict[str, str]:
         "S3_PUBLIC_ENDPOINT_URL": s3_endpoint.replace("127.0.0.1", "localhost"),
         "S3_ADDRESSING_STYLE": "path",
         "S3_URL_EXPIRY_SECONDS": str(URL_EXPIRY_SECONDS),
-        # Its own broker database: only this test's worker hears this test's wake-ups.
-        "REDIS_URL": settings.REDIS_URL.rsplit("/", 1)[0] + "/3",
+        # A queue of its own: only this test's worker hears this test's wake-ups.
+        "GENERATION_QUEUE": f"s3-{uuid.uuid4().hex[:8]}",
     }
     s3_client(env).create_bucket(Bucket=bucket)
     return env
@@ -78,33 +76,25 @@ def s3_web(s3_env: dict[str, str]) -> Iterator[WebProcess]:
 
 @pytest.fixture
 def s3_worker(s3_env: dict[str, str], tiny_model_dir: Any) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(extra_env=s3_env, name="s3")
+    worker = WorkerProcess(extra_env=s3_env, name="s3", queues=s3_env["GENERATION_QUEUE"])
     try:
+        worker.wait_ready()
         yield worker
     finally:
         worker.stop()
-
-
-def http_json(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status, json.loads(response.read())
 
 
 def test_result_lands_in_private_bucket_and_downloads_through_presigned_url(
     s3_web: WebProcess, s3_worker: WorkerProcess, s3_env: dict[str, str]
 ) -> None:
     web = s3_web
-    status, submitted = http_json(
+    status, _, submitted = http_json(
         "POST", f"{web.url}/api/v1/jobs", {"prompt": "a tin robot", "width": 64, "height": 64, "steps": 2}
     )
     assert status == 202
 
     def completed() -> Any:
-        body = http_json("GET", submitted["status_url"])[1]
+        body = http_json("GET", submitted["status_url"])[2]
         assert body["status"] in ("queued", "running", "completed"), body
         return body if body["status"] == "completed" else None
 

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from django.utils import timezone
@@ -15,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jobs.models import FailureCode, JobStatus
 from ops.metrics import record_rate_limit_hit
-from tests.conftest import WebProcess, WorkerProcess, wait_for
+from tests.conftest import WebProcess, WorkerProcess, http_json, wait_for
 from tests.factories import GenerationJobFactory
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -55,28 +53,18 @@ def scrape(web: WebProcess) -> dict[str, float]:
     return samples
 
 
-def submit(web: WebProcess, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{web.url}/api/v1/jobs",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return dict(json.loads(response.read()))
-
-
 def test_metrics_expose_job_status_duration_failures_and_requests_after_a_job_runs(
     web: WebProcess, gpu_worker: WorkerProcess
 ) -> None:
     GenerationJobFactory(
         status=JobStatus.FAILED, failure_code=FailureCode.TIMEOUT, finished_at=timezone.now()
     )
-    submitted = submit(web, {"prompt": "a paper boat", "width": 64, "height": 64, "steps": 2})
+    submitted = http_json(
+        "POST", f"{web.url}/api/v1/jobs", {"prompt": "a paper boat", "width": 64, "height": 64, "steps": 2}
+    )[2]
 
     def completed() -> bool:
-        with urllib.request.urlopen(submitted["status_url"], timeout=10) as response:
-            return bool(json.loads(response.read())["status"] == "completed")
+        return bool(http_json("GET", submitted["status_url"])[2]["status"] == "completed")
 
     wait_for(completed, timeout=60)
     samples = scrape(web)
