@@ -8,7 +8,7 @@ import secrets
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from ops.health import readiness
@@ -16,13 +16,13 @@ from ops.metrics import job_registry
 
 
 @never_cache
-@require_GET
+@require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"status": "ok"})
 
 
 @never_cache
-@require_GET
+@require_safe
 def readyz(request: HttpRequest) -> JsonResponse:
     checks = readiness()
     failing = [name for name, state in checks.items() if state != "ok"]
@@ -42,7 +42,7 @@ def _process_registry() -> CollectorRegistry:
 
 
 @never_cache
-@require_GET
+@require_safe
 def metrics(request: HttpRequest) -> HttpResponse:
     token = settings.METRICS_TOKEN
     if token and not secrets.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
