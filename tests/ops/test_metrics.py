@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import redis
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.test import APIClient
 
 from jobs.models import FailureCode, JobStatus
-from ops.metrics import record_rate_limit_hit
+from ops.metrics import RATE_LIMIT_HITS_KEY
 from tests.conftest import WebProcess, WorkerProcess, http_json, wait_for
 from tests.factories import GenerationJobFactory
 
@@ -81,12 +83,21 @@ def test_metrics_expose_job_status_duration_failures_and_requests_after_a_job_ru
     assert posts >= 1
 
 
-def test_metrics_count_rate_limit_hits_by_rule(web: WebProcess) -> None:
-    rule = f"submit-per-ip-{uuid.uuid4().hex[:8]}"
-    record_rate_limit_hit(rule=rule)
-    record_rate_limit_hit(rule=rule)
+def test_metrics_count_refused_submissions_by_rule(api_client: APIClient, settings: Any) -> None:
+    redis.Redis.from_url(settings.REDIS_URL).delete(RATE_LIMIT_HITS_KEY)
+    settings.SUBMIT_MAX_ACTIVE_JOBS = 1
+    body = {"prompt": "a paper boat", "width": 64, "height": 64, "steps": 2}
+    statuses = [api_client.post("/api/v1/jobs", body, format="json").status_code for _ in range(3)]
+    assert statuses == [202, 429, 429]
 
-    assert scrape(web)[f'imagegen_rate_limit_hits_total{{rule="{rule}"}}'] == 2
+    response = api_client.get("/metrics")
+
+    samples = {
+        sample.name + str(sample.labels): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+    assert samples["imagegen_rate_limit_hits_total{'rule': 'too_many_active_jobs'}"] == 2
 
 
 def test_metrics_refuse_a_scrape_without_the_token(web: WebProcess) -> None:
