@@ -1,7 +1,8 @@
 """The one settings module. Every production switch is an environment variable.
 
 Defaults run the whole service on one machine: SQLite, Redis on localhost, media files in
-``var/media`` and the tiny model built in ``var/models/tiny-sd``. See ``.env.example``.
+``var/media`` and the tiny model built in ``var/models/tiny-sd``. ``docker/.env.example``
+documents every variable.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import ipaddress
 import re
 from pathlib import Path
 
+import botocore.config
 import environ
 
 from webhooks.signing import secret_key
@@ -56,6 +58,18 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
 ]
+
+# --- Operations: health, readiness and metrics (ops/) -------------------------------------
+INSTALLED_APPS += ["django_prometheus", "ops"]
+# Outermost on both sides, so that request metrics time the whole middleware stack.
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    *MIDDLEWARE,
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+PROMETHEUS_EXPORT_MIGRATIONS = False
+# When set, /metrics wants "Authorization: Bearer <token>" (job counts are not public).
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -110,15 +124,32 @@ MEDIA_URL = env.str("MEDIA_URL", default="/media/")
 MEDIA_ROOT = env.path("MEDIA_ROOT", default=VAR_DIR / "media")
 STORAGE_BACKEND = env.str("STORAGE_BACKEND", default="local")
 if STORAGE_BACKEND == "s3":
+    # Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
+    # an instance role, ...), never from this file.
     _media_storage = {
-        "BACKEND": "storages.backends.s3.S3Storage",
+        "BACKEND": "jobs.storage.ResultStorage",
         "OPTIONS": {
             "bucket_name": env.str("S3_BUCKET"),
             "endpoint_url": env.str("S3_ENDPOINT_URL", default=None),
+            # Where browsers reach the store, when that differs from S3_ENDPOINT_URL.
+            "public_endpoint_url": env.str("S3_PUBLIC_ENDPOINT_URL", default=None),
             "region_name": env.str("S3_REGION", default=None),
-            "default_acl": "private",
+            # Bounded timeouts: a hung store must fail a request (and /readyz) quickly, not
+            # after botocore's 60 s default. Addressing "path" suits MinIO and most
+            # self-hosted stores; "auto" lets boto3 choose (AWS).
+            "client_config": botocore.config.Config(
+                signature_version="s3v4",
+                s3={"addressing_style": env.str("S3_ADDRESSING_STYLE", default="auto")},
+                connect_timeout=env.float("S3_CONNECT_TIMEOUT", default=3.0),
+                read_timeout=env.float("S3_READ_TIMEOUT", default=30.0),
+                retries={"max_attempts": 3, "mode": "standard"},
+            ),
+            # No per-object ACL: objects stay as private as the bucket, and buckets with
+            # ACLs disabled (AWS's default) reject requests that carry one.
+            "default_acl": None,
             "querystring_auth": True,
             "querystring_expire": env.int("S3_URL_EXPIRY_SECONDS", default=3600),
+            # A clashing name gets a suffix rather than replacing a stored result.
             "file_overwrite": False,
         },
     }
@@ -292,6 +323,8 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = SECURE_HSTS_SECONDS > 0
 SECURE_HSTS_PRELOAD = SECURE_HSTS_SECONDS > 0
+# Probes and scrapers speak plain HTTP to the process itself, behind the TLS proxy.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
 if env.bool("BEHIND_TLS_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
@@ -316,10 +349,16 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
+LOG_FORMAT = env.str("LOG_FORMAT", default="logfmt")
+if LOG_FORMAT not in ("logfmt", "json"):
+    raise environ.ImproperlyConfigured(f"LOG_FORMAT must be 'logfmt' or 'json', not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "logfmt": {"()": "config.logging.LogfmtFormatter"},
+        "json": {"()": "config.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

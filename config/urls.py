@@ -8,6 +8,7 @@ from django.views.static import serve
 urlpatterns: list[URLPattern | URLResolver] = [
     path("admin/", admin.site.urls),
     path("api/v1/", include("jobs.api.urls")),
+    path("", include("ops.urls")),
     path("", include("jobs.urls")),
 ]
 

@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from config.logging import log_event
 from jobs import selectors
 from jobs.errors import job_already_finished, job_not_found, job_not_retryable
 from jobs.models import TRANSITION_SOURCES, FailureCode, GenerationJob, JobImage, JobStatus
@@ -109,7 +110,7 @@ def job_submit(
         # Before the wake-up, so that the queued event is recorded before a worker can start the job.
         webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.QUEUED)
         transaction.on_commit(wake_gpu_worker)
-    logger.info("job=%s event=submitted client_ip=%s", job.id, client_ip)
+    log_event(logger, "submitted", job=job.id, client_ip=client_ip, images=job.num_images)
     return job
 
 
@@ -135,7 +136,7 @@ def job_cancel(*, job_id: JobId) -> GenerationJob:
         raise job_already_finished(job.status)
     cache.set(_cancel_flag_key(job_id), 1, timeout=CANCEL_FLAG_TTL_SECONDS)
     webhook_event_enqueue(job_id=job_id, event=WebhookEvent.CANCELLED)
-    logger.info("job=%s event=cancelled", job_id)
+    log_event(logger, "cancelled", job=job_id)
     return GenerationJob.objects.get(pk=job_id)
 
 
@@ -192,7 +193,7 @@ def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
         if claimed:
             for job in claimed:
                 job.refresh_from_db()
-                logger.info("job=%s event=started worker=%s batch=%d", job.id, worker_hostname, len(claimed))
+                log_event(logger, "started", job=job.id, worker=worker_hostname, batch=len(claimed))
                 webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.STARTED)
             return ClaimedBatch(jobs=claimed)
     return ClaimedBatch(jobs=[])
@@ -234,7 +235,7 @@ def job_complete(*, job: GenerationJob, pngs: Sequence[bytes], warnings: Sequenc
             image.file.delete(save=False)
         return False
     duration = (finished_at - job.started_at).total_seconds() if job.started_at else 0.0
-    logger.info("job=%s event=completed duration_s=%.3f images=%d", job.pk, duration, len(images))
+    log_event(logger, "completed", job=job.pk, duration_s=round(duration, 3), images=len(images))
     webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.COMPLETED)
     return True
 
@@ -261,7 +262,7 @@ def job_fail(*, job_id: JobId, code: str, message: str, where: Q | None = None) 
                 network=network, failure_code=code, started_at=started_at, finished_at=finished_at
             )
     if moved:
-        logger.info("job=%s event=failed code=%s", job_id, code)
+        log_event(logger, "failed", job=job_id, code=code)
         webhook_event_enqueue(job_id=job_id, event=WebhookEvent.FAILED)
     return moved
 
@@ -290,7 +291,7 @@ def job_retry(*, job_id: JobId) -> GenerationJob:
         num_images=original.num_images,
         retry_of=original,
     )
-    logger.info("job=%s event=retried retry_of=%s", job.pk, original.pk)
+    log_event(logger, "retried", job=job.pk, retry_of=original.pk)
     return job
 
 
@@ -390,4 +391,4 @@ def delete_expired_results() -> int:
         for image in images:
             image.file.delete(save=False)
         deleted += len(images)
-        logger.info("event=results_deleted files=%d", len(images))
+        log_event(logger, "results_deleted", files=len(images))

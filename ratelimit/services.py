@@ -24,6 +24,7 @@ from django_ratelimit.core import get_usage
 
 from jobs.errors import JobError
 from jobs.models import ACTIVE_STATUSES, GenerationJob
+from ops.metrics import record_rate_limit_hit
 from ratelimit.client_ip import client_network, normalise_network, parse_ip
 from ratelimit.models import BlockedNetwork, ClientNetwork, ClientUsage
 
@@ -63,6 +64,7 @@ def enforce_status_poll_limit(*, client_ip: str) -> None:
     network = client_network(client_ip)
     retry_after = _rate_limit_hit(group=STATUS_POLL_GROUP, rate=settings.STATUS_POLL_RATE, network=network)
     if retry_after is not None:
+        record_rate_limit_hit(rule="status_poll_rate_limited")
         raise JobError(
             code="rate_limited",
             message=f"Too many status requests: try again in {retry_after} seconds.",
@@ -228,6 +230,7 @@ def _refuse(
     pipeline.hincrby(key, f"{code}|{network}", 1)
     pipeline.expire(key, REFUSAL_COUNTER_TTL_SECONDS)
     pipeline.execute()
+    record_rate_limit_hit(rule=code)
     raise JobError(code=code, message=message, http_status=http_status, retry_after=retry_after)
 
 

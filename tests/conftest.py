@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -176,3 +177,57 @@ def clear_abuse_state() -> None:
     for pattern in (f"{prefix}:*:rl:*", f"{prefix}:*:usage:*"):
         for key in client.scan_iter(match=pattern):
             client.delete(key)
+
+
+# --- Production shape: the web process as production runs it (issue 8) -------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class WebProcess:
+    """gunicorn with ``config/gunicorn.py``, configured by environment variables alone."""
+
+    def __init__(self, *, extra_env: dict[str, str] | None = None) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        ARTIFACTS.mkdir(exist_ok=True)
+        self.log_path = ARTIFACTS / f"web-{uuid.uuid4().hex[:8]}.log"
+        env = {
+            **os.environ,
+            "DATABASE_URL": _database_url(),
+            "WEB_BIND": self.url.removeprefix("http://"),
+            "WEB_CONCURRENCY": "1",
+            **(extra_env or {}),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.py", "config.wsgi"],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log_path.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(f"web process exited early, see {self.log_path}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=2) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        wait_for(answers, timeout=timeout, interval=0.2)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()

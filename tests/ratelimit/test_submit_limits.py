@@ -11,7 +11,7 @@ from rest_framework.test import APIClient
 
 from jobs import services
 from jobs.errors import JobError
-from jobs.models import GenerationJob, JobStatus
+from jobs.models import GenerationJob
 from ratelimit.services import block_ip
 from tests.ratelimit.helpers import VALID, fresh_window_client, submit
 
@@ -120,7 +120,8 @@ def test_concurrent_submits_cannot_create_two_active_jobs(settings: Any) -> None
         thread.join()
 
     assert sorted(outcomes) == ["accepted"] + ["too_many_active_jobs"] * (contenders - 1)
-    assert GenerationJob.objects.filter(client_ip="198.51.100.30", status=JobStatus.QUEUED).count() == 1
+    # Any status: a live GPU worker (another test's) may already have claimed the one job.
+    assert GenerationJob.objects.filter(client_ip="198.51.100.30").count() == 1
 
 
 def test_daily_quota_refuses_with_its_own_code(api_client: APIClient, settings: Any) -> None:

@@ -1,0 +1,59 @@
+"""Structured logs: every event is one line of ``key=value`` pairs (logfmt), or JSON.
+
+``log_event`` keeps the pairs on the log record, so the JSON formatter (``LOG_FORMAT=json``)
+writes them as fields instead of re-parsing a message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+
+def _logfmt_value(value: object) -> str:
+    text = str(value)
+    if not text or any(char in text for char in ' "=\n'):
+        return json.dumps(text)
+    return text
+
+
+def logfmt(pairs: dict[str, Any]) -> str:
+    return " ".join(f"{key}={_logfmt_value(value)}" for key, value in pairs.items())
+
+
+def log_event(logger: logging.Logger, event: str, /, **fields: object) -> None:
+    """Logs one line ``event=<event> key=value ...`` at INFO."""
+    pairs = {"event": event, **fields}
+    logger.info(logfmt(pairs), extra={"fields": pairs})
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    return datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
+
+
+class LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = logfmt({"time": _timestamp(record), "level": record.levelname, "logger": record.name})
+        line = f"{line} {record.getMessage()}"
+        if record.exc_info:
+            line = f"{line} exc={_logfmt_value(self.formatException(record.exc_info))}"
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "time": _timestamp(record),
+            "level": record.levelname,
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            payload.update(fields)
+        else:
+            payload["message"] = record.getMessage()
+        if record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
+        return json.dumps(payload, default=str)

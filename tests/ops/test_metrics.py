@@ -1,0 +1,107 @@
+"""/metrics exposes request metrics and the job numbers read from the database at scrape time."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.test import APIClient
+
+from jobs.models import FailureCode, JobStatus
+from ops.metrics import RATE_LIMIT_HITS_KEY
+from tests.conftest import WebProcess, WorkerProcess, http_json, wait_for
+from tests.factories import GenerationJobFactory
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
+
+METRICS_TOKEN = "scrape-token-for-tests"
+
+
+@pytest.fixture(scope="module")
+def web(django_db_setup: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebProcess]:
+    # Two processes sharing request metrics through files, as production's gunicorn does.
+    web = WebProcess(
+        extra_env={
+            "WEB_CONCURRENCY": "2",
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("prometheus")),
+            "METRICS_TOKEN": METRICS_TOKEN,
+        }
+    )
+    try:
+        web.wait_ready()
+        yield web
+    finally:
+        web.stop()
+
+
+def scrape(web: WebProcess) -> dict[str, float]:
+    """Every sample as ``name{label="value",...}`` -> value."""
+    request = urllib.request.Request(
+        f"{web.url}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{key}="{value}"' for key, value in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
+
+
+def test_metrics_expose_job_status_duration_failures_and_requests_after_a_job_runs(
+    web: WebProcess, gpu_worker: WorkerProcess
+) -> None:
+    GenerationJobFactory(
+        status=JobStatus.FAILED, failure_code=FailureCode.TIMEOUT, finished_at=timezone.now()
+    )
+    submitted = http_json(
+        "POST", f"{web.url}/api/v1/jobs", {"prompt": "a paper boat", "width": 64, "height": 64, "steps": 2}
+    )[2]
+
+    def completed() -> bool:
+        return bool(http_json("GET", submitted["status_url"])[2]["status"] == "completed")
+
+    wait_for(completed, timeout=60)
+    samples = scrape(web)
+
+    assert samples['imagegen_jobs{status="completed"}'] == 1
+    assert samples['imagegen_jobs{status="failed"}'] == 1
+    assert samples['imagegen_jobs{status="queued"}'] == 0
+    assert samples['imagegen_job_failures_total{code="timeout"}'] == 1
+    assert samples["imagegen_job_duration_seconds_count{}"] == 1
+    assert samples['imagegen_job_duration_seconds_bucket{le="+Inf"}'] == 1
+    assert samples["imagegen_job_duration_seconds_sum{}"] > 0
+    # django-prometheus's request counter, summed over both gunicorn processes.
+    posts = samples['django_http_requests_total_by_method_total{method="POST"}']
+    assert posts >= 1
+
+
+def test_metrics_count_refused_submissions_by_rule(api_client: APIClient, settings: Any) -> None:
+    redis.Redis.from_url(settings.REDIS_URL).delete(RATE_LIMIT_HITS_KEY)
+    settings.SUBMIT_MAX_ACTIVE_JOBS = 1
+    body = {"prompt": "a paper boat", "width": 64, "height": 64, "steps": 2}
+    statuses = [api_client.post("/api/v1/jobs", body, format="json").status_code for _ in range(3)]
+    assert statuses == [202, 429, 429]
+
+    response = api_client.get("/metrics")
+
+    samples = {
+        sample.name + str(sample.labels): sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+    }
+    assert samples["imagegen_rate_limit_hits_total{'rule': 'too_many_active_jobs'}"] == 2
+
+
+def test_metrics_refuse_a_scrape_without_the_token(web: WebProcess) -> None:
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(f"{web.url}/metrics", timeout=10)
+
+    assert error.value.code == 401

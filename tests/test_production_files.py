@@ -1,0 +1,98 @@
+"""The deployment files stay consistent with the code: no Docker engine runs here, so what can
+be checked by reading is checked here (compose structure, Dockerfile sources, the Procfile,
+and one example env file that documents exactly the variables the code reads)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKER = ROOT / "docker"
+# Read by programs other than ours: boto3 (credentials) and the postgres image.
+READ_ELSEWHERE = {
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "POSTGRES_USER",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DB",
+}
+
+
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load((DOCKER / "compose.yaml").read_text()))
+
+
+def variables_read_by_code() -> set[str]:
+    settings = (ROOT / "config" / "settings.py").read_text()
+    gunicorn = (ROOT / "config" / "gunicorn.py").read_text()
+    return set(re.findall(r'\benv\.\w+\(\s*"([A-Z0-9_]+)"', settings)) | set(
+        re.findall(r'environ\.get\("([A-Z0-9_]+)"', gunicorn)
+    )
+
+
+def variables_documented() -> set[str]:
+    text = (DOCKER / ".env.example").read_text()
+    return set(re.findall(r"^(?:# )?([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE))
+
+
+def test_example_env_file_documents_every_variable_the_code_reads() -> None:
+    assert variables_read_by_code() - variables_documented() == set()
+
+
+def test_example_env_file_names_no_variable_that_nothing_reads() -> None:
+    assert variables_documented() - variables_read_by_code() - READ_ELSEWHERE == set()
+
+
+def test_compose_runs_every_part_with_a_gpu_reserved_for_the_worker() -> None:
+    services = compose()["services"]
+
+    assert {"postgres", "redis", "minio", "release", "web", "worker", "beat", "webhooks"} <= set(services)
+    (device,) = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia"
+    assert device["capabilities"] == ["gpu"]
+    assert services["web"]["depends_on"]["release"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_builds_from_dockerfiles_that_exist() -> None:
+    for name, service in compose()["services"].items():
+        if "build" in service:
+            context = (DOCKER / service["build"]["context"]).resolve()
+            assert (context / service["build"]["dockerfile"]).is_file(), name
+
+
+def test_dockerfiles_copy_every_package_and_only_paths_that_exist() -> None:
+    packages = {
+        pattern.rstrip("*")
+        for pattern in tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"][
+            "find"
+        ]["include"]
+    }
+    for dockerfile in ("Dockerfile.web", "Dockerfile.worker"):
+        copies = [
+            shlex.split(line)[1:-1]
+            for line in (DOCKER / dockerfile).read_text().splitlines()
+            if line.startswith("COPY ")
+        ]
+        sources = {source for line in copies for source in line}
+        assert all((ROOT / source).exists() for source in sources), dockerfile
+        assert packages <= sources, dockerfile
+
+
+def test_procfile_declares_release_web_gpu_worker_webhooks_worker_and_beat() -> None:
+    processes = dict(
+        line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip()
+    )
+
+    assert set(processes) == {"release", "web", "worker", "webhooks", "beat"}
+    assert "check --deploy" in processes["release"]
+    assert processes["web"].startswith("gunicorn --config config/gunicorn.py")
+    worker = processes["worker"].split()
+    assert worker[worker.index("--queues") + 1] == "gpu"
+    assert worker[worker.index("--concurrency") + 1] == "1"
+    assert worker[worker.index("--prefetch-multiplier") + 1] == "1"
