@@ -139,14 +139,7 @@ def job_submit(
         if replayed is None:
             raise
         return replayed
-    log_event(
-        logger,
-        "submitted",
-        job=job.id,
-        client_ip=client_ip,
-        images=job.num_images,
-        deduplicated_from=job.deduplicated_from_id,
-    )
+    log_event(logger, "submitted", job=job.id, client_ip=client_ip, images=job.num_images)
     return job
 
 
@@ -251,6 +244,7 @@ def _deduplicated_job(
         JobImage(job=job, index=image.index, seed=image.seed, file=image.file.name)
         for image in original.images.all()
     )
+    log_event(logger, "deduplicated", job=job.id, original=original.id)
     # It was never queued nor started: its one event is that it completed.
     webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.COMPLETED)
     return job
