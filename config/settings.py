@@ -41,6 +41,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_htmx",
     "csp",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "jobs",
     "ratelimit",
     "webhooks",
@@ -228,6 +230,29 @@ for _name, _rate in (("SUBMIT_RATE", SUBMIT_RATE), ("STATUS_POLL_RATE", STATUS_P
     if not re.fullmatch(r"[1-9][0-9]*/[0-9]*[smhd]", _rate):
         raise environ.ImproperlyConfigured(f"{_name} must look like 8/m or 100/10s, not {_rate!r}")
 
+# --- Integrators' API: bounded queue, dedupe, idempotency, queue ETA, OpenAPI -----------
+# Submits beyond this many queued jobs get 503 queue_full rather than waiting for hours.
+JOB_QUEUE_MAX = env.int("JOB_QUEUE_MAX", default=500)
+# Answer a request identical to a completed one (explicit seed included) from its files.
+JOB_DEDUPE = env.bool("JOB_DEDUPE", default=True)
+IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=24 * 3600)
+# Throughput for queue ETAs comes from at most this many jobs finished in this window;
+# with none, each job is assumed to take the fallback seconds.
+JOB_ETA_SAMPLE_JOBS = env.int("JOB_ETA_SAMPLE_JOBS", default=50)
+JOB_ETA_WINDOW_SECONDS = env.int("JOB_ETA_WINDOW_SECONDS", default=900)
+JOB_ETA_FALLBACK_SECONDS = env.float("JOB_ETA_FALLBACK_SECONDS", default=10.0)
+SPECTACULAR_SETTINGS = {
+    "TITLE": "imagegen API",
+    "DESCRIPTION": "Submit text-to-image jobs, poll their status (with ETags), cancel them.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # The docs UI's assets come from drf-spectacular-sidecar's static files, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
 # --- Celery ------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_IGNORE_RESULT = True  # the GenerationJob row is the record of truth
@@ -307,6 +332,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "jobs.api.errors.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_RENDERER_CLASSES": [
         "rest_framework.renderers.JSONRenderer",
         "rest_framework.renderers.BrowsableAPIRenderer",

@@ -45,3 +45,27 @@ def job_not_retryable(status: str) -> JobError:
         message=f"Only failed jobs can be retried; this one is {status}.",
         http_status=409,
     )
+
+
+def idempotency_conflict() -> JobError:
+    return JobError(
+        code="idempotency_conflict",
+        message="This Idempotency-Key was already used with a different request body.",
+        http_status=409,
+    )
+
+
+def idempotency_key_invalid(max_length: int) -> JobError:
+    return JobError(
+        code="idempotency_key_invalid",
+        message=f"An Idempotency-Key must be 1 to {max_length} printable ASCII characters.",
+    )
+
+
+def queue_full(retry_after: int) -> JobError:
+    return JobError(
+        code="queue_full",
+        message="Too many jobs are waiting; try again later.",
+        http_status=503,
+        retry_after=retry_after,
+    )

@@ -68,6 +68,10 @@ class GenerationJob(models.Model):
     # Webhooks (issue 9): where to POST the chosen events; checked by webhooks.services.
     webhook_url = models.CharField(max_length=2048, blank=True, default="")
     webhook_events = models.JSONField(default=list, blank=True)
+    # Set when the job was answered from an identical completed job's files, without GPU time.
+    deduplicated_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="duplicates"
+    )
     worker_hostname = models.CharField(max_length=255, blank=True, default="")
     # Operators' history: a retry is a new job that points at the one it repeats; the reaper
     # re-queues a job whose worker was lost at most REAPER_MAX_REQUEUES times, counted here.
@@ -94,6 +98,7 @@ class GenerationJob(models.Model):
             models.Index(fields=["created_at"], name="job_created_idx"),
             models.Index(fields=["worker_hostname", "created_at"], name="job_worker_created_idx"),
             models.Index(fields=["status", "finished_at"], name="job_status_finished_idx"),
+            models.Index(fields=["seed", "status"], name="job_dedupe_lookup_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=JobStatus.values), name="job_status_valid"),
@@ -137,3 +142,26 @@ class JobImage(models.Model):
 
     def __str__(self) -> str:
         return self.file.name or ""
+
+
+class IdempotencyKey(models.Model):
+    """An ``Idempotency-Key`` a client sent with a submit, and the job it created.
+
+    The unique constraint per (client, key) is what stops two concurrent submits with one key
+    from creating two jobs; rows older than ``IDEMPOTENCY_TTL_SECONDS`` no longer count.
+    """
+
+    client_ip = models.GenericIPAddressField()
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="idempotency_keys")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], name="idempotency_created_idx")]
+        constraints = [
+            models.UniqueConstraint(fields=["client_ip", "key"], name="idempotency_key_unique_per_client")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_ip} {self.key}"

@@ -56,6 +56,12 @@ _PROBLEMS = {
             NextStep.WAIT,
         ),
         Problem(
+            "queue_full",
+            "The service is busy right now",
+            "Wait for the countdown to finish, then generate again.",
+            NextStep.WAIT,
+        ),
+        Problem(
             "daily_quota_exceeded",
             "You've reached today's limit",
             "Your allowance renews when the countdown ends.",

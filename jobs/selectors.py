@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, QuerySet, Sum
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
@@ -32,11 +32,143 @@ def job_get(*, job_id: str | uuid.UUID) -> GenerationJob:
     return job
 
 
+@dataclass(frozen=True)
+class Throughput:
+    """How fast the queue moves, measured from recently finished jobs."""
+
+    seconds_per_job: float  # how much the queue advances per job, all workers together
+    run_seconds: float  # how long one job runs once started
+    measured_jobs: int  # 0 when there is no recent history and the fallback is used
+
+
+def queue_throughput() -> Throughput:
+    """Recent throughput: busy seconds per completed job, batches and workers accounted for.
+
+    Jobs claimed together share one ``started_at`` on one worker, so a batch's time is
+    counted once however many jobs it served; parallel workers divide it.
+    """
+    since = timezone.now() - timedelta(seconds=settings.JOB_ETA_WINDOW_SECONDS)
+    recent = list(
+        GenerationJob.objects.filter(
+            status=JobStatus.COMPLETED,
+            deduplicated_from__isnull=True,
+            started_at__isnull=False,
+            finished_at__gte=since,
+        )
+        .order_by("-finished_at")
+        .values_list("worker_hostname", "started_at", "finished_at")[: settings.JOB_ETA_SAMPLE_JOBS]
+    )
+    if not recent:
+        fallback = settings.JOB_ETA_FALLBACK_SECONDS
+        return Throughput(seconds_per_job=fallback, run_seconds=fallback, measured_jobs=0)
+    durations = [
+        (worker, started, (finished - started).total_seconds())
+        for worker, started, finished in recent
+        if started is not None and finished is not None
+    ]
+    batches: dict[tuple[str, datetime], float] = {}
+    for worker, started, seconds in durations:
+        batches[(worker, started)] = max(batches.get((worker, started), 0.0), seconds)
+    workers = len({worker for worker, _started in batches})
+    return Throughput(
+        seconds_per_job=sum(batches.values()) / len(durations) / workers,
+        run_seconds=sum(seconds for _worker, _started, seconds in durations) / len(durations),
+        measured_jobs=len(durations),
+    )
+
+
+def client_turn_order() -> list[str]:
+    """Client networks with queued jobs, in the order the workers serve them (docs/queue.md).
+
+    A client is its ``client_network`` (its IPv4 address, or its IPv6 /64), so a host cannot
+    take several turns by rotating through the addresses it holds.
+
+    Never-served clients first, then the least recently served; ties go to the client whose
+    oldest queued job is oldest. Deduplicated jobs used no GPU time and do not count.
+    """
+    queued = GenerationJob.objects.filter(status=JobStatus.QUEUED).order_by()
+    oldest = dict(
+        queued.values("client_network")
+        .annotate(oldest=Min("created_at"))
+        .values_list("client_network", "oldest")
+    )
+    last_served = dict(
+        GenerationJob.objects.filter(
+            client_network__in=list(oldest), started_at__isnull=False, deduplicated_from__isnull=True
+        )
+        .order_by()
+        .values("client_network")
+        .annotate(last=Max("started_at"))
+        .values_list("client_network", "last")
+    )
+
+    def turn(network: str) -> tuple[bool, datetime, datetime]:
+        served = last_served.get(network)
+        return (served is not None, served or oldest[network], oldest[network])
+
+    return sorted(oldest, key=turn)
+
+
 def job_queue_position(*, job: GenerationJob) -> int | None:
-    """1 for the job a worker claims next (claims go oldest first); None once it left the queue."""
+    """1 for the job served next, None once it left the queue. Follows the fair order:
+    clients take turns, one job each.
+
+    A job that is its client's k-th oldest queued job waits for up to k jobs of every client
+    served after its own in the turn order, and k+1 of every client served before. Batching
+    can serve several jobs per pipeline call; the ETA accounts for that, the position does not.
+    """
     if job.status != JobStatus.QUEUED:
         return None
-    return GenerationJob.objects.filter(status=JobStatus.QUEUED, created_at__lt=job.created_at).count() + 1
+    queued = GenerationJob.objects.filter(status=JobStatus.QUEUED)
+    earlier_own = queued.filter(client_network=job.client_network, created_at__lt=job.created_at).count()
+    counts = dict(
+        queued.order_by().values("client_network").annotate(n=Count("id")).values_list("client_network", "n")
+    )
+    ahead = earlier_own
+    before_own_turn = True
+    for network in client_turn_order():
+        if network == job.client_network:
+            before_own_turn = False
+            continue
+        ahead += min(counts.get(network, 0), earlier_own + 1 if before_own_turn else earlier_own)
+    return ahead + 1
+
+
+@dataclass(frozen=True)
+class QueueEstimate:
+    position: int
+    estimated_start_at: datetime
+    estimated_finish_at: datetime
+
+
+def job_queue_estimate(*, job: GenerationJob) -> QueueEstimate | None:
+    """Position and estimated start and finish of a queued job; None once it left the queue.
+
+    The jobs ahead, plus what remains of the running ones, times the measured seconds per job.
+    """
+    position = job_queue_position(job=job)
+    if position is None:
+        return None
+    throughput = queue_throughput()
+    running = GenerationJob.objects.filter(status=JobStatus.RUNNING).values_list(
+        "progress_step", "progress_total"
+    )
+    in_flight = sum(1 - step / total if total else 1.0 for step, total in running)
+    start = timezone.now() + timedelta(seconds=(position - 1 + in_flight) * throughput.seconds_per_job)
+    return QueueEstimate(
+        position=position,
+        estimated_start_at=start,
+        estimated_finish_at=start + timedelta(seconds=throughput.run_seconds),
+    )
+
+
+def queued_job_count() -> int:
+    return GenerationJob.objects.filter(status=JobStatus.QUEUED).count()
+
+
+def dedupe_hit_count() -> int:
+    """Jobs answered from an identical completed job's files (for the metrics endpoint)."""
+    return GenerationJob.objects.filter(deduplicated_from__isnull=False).count()
 
 
 def jobs_in_order(*, job_ids: Sequence[str]) -> list[GenerationJob]:

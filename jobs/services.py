@@ -7,24 +7,34 @@ processes, workers and the reaper interleave.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import math
 import secrets
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.files.base import ContentFile
-from django.db import transaction
-from django.db.models import F, Q
+from django.db import IntegrityError, transaction
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from config.logging import log_event
 from jobs import selectors
-from jobs.errors import job_already_finished, job_not_found, job_not_retryable
-from jobs.models import TRANSITION_SOURCES, FailureCode, GenerationJob, JobImage, JobStatus
+from jobs.errors import (
+    idempotency_conflict,
+    idempotency_key_invalid,
+    job_already_finished,
+    job_not_found,
+    job_not_retryable,
+    queue_full,
+)
+from jobs.models import TRANSITION_SOURCES, FailureCode, GenerationJob, IdempotencyKey, JobImage, JobStatus
 from jobs.validation import SEED_MAX, JobParameters, normalise_prompt, validate_parameters
 from ratelimit.services import submission_admitted, usage_record_job_finished
 from webhooks.models import WebhookEvent
@@ -33,6 +43,9 @@ from webhooks.services import webhook_event_enqueue, webhook_subscription_clean
 logger = logging.getLogger(__name__)
 
 CANCEL_FLAG_TTL_SECONDS = 24 * 3600
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+# Compatible queued jobs a claim considers for a batch; enough to find every client's turn.
+BATCH_CANDIDATES = 200
 
 JobId = uuid.UUID | str
 
@@ -71,8 +84,14 @@ def job_submit(
     webhook_url: str = "",
     webhook_events: Sequence[str] | None = None,
     retry_of: GenerationJob | None = None,
+    idempotency_key: str | None = None,
 ) -> GenerationJob:
-    """Validates, stores the job as ``queued`` and wakes a GPU worker once it is committed."""
+    """Validates and stores the job as ``queued``, waking a GPU worker once it is committed.
+
+    With an ``idempotency_key`` already used by this client for the same parameters, returns
+    that key's job instead. A request identical to a completed one, explicit seed included, is
+    stored ``completed`` at once with that job's files (see ``JOB_DEDUPE``).
+    """
     defaults = settings.JOB_DEFAULTS
     params = JobParameters(
         prompt=normalise_prompt(prompt),
@@ -87,30 +106,147 @@ def job_submit(
     )
     validate_parameters(params)
     webhook_url, webhook_events = webhook_subscription_clean(url=webhook_url, events=webhook_events)
-    # Refuses over-limit clients, else opens the transaction the job is written in.
-    with submission_admitted(client_ip=client_ip) as network:
-        job = GenerationJob.objects.create(
-            prompt=params.prompt,
-            negative_prompt=params.negative_prompt,
-            width=params.width,
-            height=params.height,
-            steps=params.steps,
-            guidance_scale=params.guidance_scale,
-            # A seed is always stored, so that every result can be reproduced.
-            seed=secrets.randbelow(SEED_MAX + 1) if params.seed is None else params.seed,
-            scheduler=params.scheduler,
-            num_images=params.num_images,
-            model_name=settings.GENERATOR_MODEL,
-            client_ip=client_ip,
-            client_network=network,
-            webhook_url=webhook_url,
-            webhook_events=webhook_events,
-            retry_of=retry_of,
-        )
-        # Before the wake-up, so that the queued event is recorded before a worker can start the job.
-        webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.QUEUED)
-        transaction.on_commit(wake_gpu_worker)
+    webhook = {"webhook_url": webhook_url, "webhook_events": webhook_events}
+    # Stored on the job however it is answered; they do not decide the picture.
+    stored = {**webhook, "retry_of": retry_of}
+    request_hash = ""
+    if idempotency_key is not None:
+        _validate_idempotency_key(idempotency_key)
+        body = {**asdict(params), **webhook}
+        request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        replayed = _idempotent_replay(client_ip=client_ip, key=idempotency_key, request_hash=request_hash)
+        if replayed is not None:
+            return replayed
+    try:
+        # Refuses over-limit clients, else opens the transaction the job is written in. A
+        # deduplicated answer costs no GPU time but is a submission all the same.
+        with submission_admitted(client_ip=client_ip) as network:
+            job = _deduplicated_job(params=params, client_ip=client_ip, client_network=network, stored=stored)
+            if job is None:
+                job = _queue_job(params=params, client_ip=client_ip, client_network=network, stored=stored)
+            if idempotency_key is not None:
+                # Expired keys go here, where keys are written, so no periodic job is needed.
+                IdempotencyKey.objects.filter(created_at__lt=_idempotency_cutoff()).delete()
+                IdempotencyKey.objects.create(
+                    client_ip=client_ip, key=idempotency_key, request_hash=request_hash, job=job
+                )
+    except IntegrityError:
+        # A concurrent submit with the same key won the unique constraint; ours rolled back
+        # (its wake-up with it), so answer with the winner's job.
+        if idempotency_key is None:
+            raise
+        replayed = _idempotent_replay(client_ip=client_ip, key=idempotency_key, request_hash=request_hash)
+        if replayed is None:
+            raise
+        return replayed
     log_event(logger, "submitted", job=job.id, client_ip=client_ip, images=job.num_images)
+    return job
+
+
+def _validate_idempotency_key(key: str) -> None:
+    if not 1 <= len(key) <= IDEMPOTENCY_KEY_MAX_LENGTH or not all(" " <= char <= "~" for char in key):
+        raise idempotency_key_invalid(IDEMPOTENCY_KEY_MAX_LENGTH)
+
+
+def _idempotent_replay(*, client_ip: str, key: str, request_hash: str) -> GenerationJob | None:
+    """The job this client's key created within the TTL, or None; 409 if the body differs."""
+    stored = (
+        IdempotencyKey.objects.filter(client_ip=client_ip, key=key, created_at__gte=_idempotency_cutoff())
+        .select_related("job")
+        .first()
+    )
+    if stored is None:
+        return None
+    if stored.request_hash != request_hash:
+        raise idempotency_conflict()
+    log_event(logger, "idempotent_replay", job=stored.job_id, client_ip=client_ip)
+    return stored.job
+
+
+def _idempotency_cutoff() -> datetime:
+    return timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_TTL_SECONDS)
+
+
+def _queue_job(
+    *, params: JobParameters, client_ip: str, client_network: str, stored: Mapping[str, object]
+) -> GenerationJob:
+    queued = selectors.queued_job_count()
+    if queued >= settings.JOB_QUEUE_MAX:
+        # Long enough for the jobs over the bound, and one more, to be served.
+        excess = queued - settings.JOB_QUEUE_MAX + 1
+        raise queue_full(retry_after=max(1, math.ceil(excess * selectors.queue_throughput().seconds_per_job)))
+    job = GenerationJob.objects.create(
+        # A seed is always stored, so that every result can be reproduced.
+        **_generation_fields(
+            params, seed=secrets.randbelow(SEED_MAX + 1) if params.seed is None else params.seed
+        ),
+        client_ip=client_ip,
+        client_network=client_network,
+        **stored,
+    )
+    # Before the wake-up, so that the queued event is recorded before a worker can start the job.
+    webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.QUEUED)
+    transaction.on_commit(wake_gpu_worker)
+    return job
+
+
+def _generation_fields(params: JobParameters, *, seed: int) -> dict[str, object]:
+    """The columns that decide the picture: what dedupe matches on and a new job stores."""
+    return {
+        "prompt": params.prompt,
+        "negative_prompt": params.negative_prompt,
+        "width": params.width,
+        "height": params.height,
+        "steps": params.steps,
+        "guidance_scale": params.guidance_scale,
+        "seed": seed,
+        "scheduler": params.scheduler,
+        "num_images": params.num_images,
+        "model_name": settings.GENERATOR_MODEL,
+    }
+
+
+def _deduplicated_job(
+    *, params: JobParameters, client_ip: str, client_network: str, stored: Mapping[str, object]
+) -> GenerationJob | None:
+    """A completed job pointing at the files of an identical completed one, or None.
+
+    Only with an explicit seed: without one the client asked for a new random picture.
+    """
+    if not settings.JOB_DEDUPE or params.seed is None:
+        return None
+    fields = _generation_fields(params, seed=params.seed)
+    original = (
+        GenerationJob.objects.filter(status=JobStatus.COMPLETED, deduplicated_from__isnull=True, **fields)
+        .annotate(image_count=Count("images"))
+        .filter(image_count=params.num_images)
+        .order_by("-finished_at")
+        .first()
+    )
+    if original is None:
+        return None
+    now = timezone.now()
+    job = GenerationJob.objects.create(
+        **fields,
+        client_ip=client_ip,
+        client_network=client_network,
+        **stored,
+        status=JobStatus.COMPLETED,
+        progress_step=original.progress_total,
+        progress_total=original.progress_total,
+        warnings=original.warnings,
+        deduplicated_from=original,
+        started_at=now,
+        finished_at=now,
+    )
+    # The same stored names, not copies: the files are immutable once written.
+    JobImage.objects.bulk_create(
+        JobImage(job=job, index=image.index, seed=image.seed, file=image.file.name)
+        for image in original.images.all()
+    )
+    log_event(logger, "deduplicated", job=job.id, original=original.id)
+    # It was never queued nor started: its one event is that it completed.
+    webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.COMPLETED)
     return job
 
 
@@ -156,24 +292,31 @@ class ClaimedBatch:
 
 
 def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
-    """Claims the oldest queued job and up to ``max_images`` images of compatible ones.
+    """Claims the next job in fair order and up to ``max_images`` images of compatible ones.
 
+    Clients take turns (``selectors.client_turn_order``): the head is the oldest queued job of
+    the client whose turn it is, and compatible jobs fill the batch in the same turn order.
     Compatible means one pipeline call can serve them all: same model, size, steps, guidance
     and scheduler. Each claim is a conditional UPDATE, so two workers never share a job.
     """
     queued = GenerationJob.objects.filter(status=JobStatus.QUEUED)
     for _attempt in range(5):
-        head = queued.order_by("created_at").first()
-        if head is None:
+        turn_order = selectors.client_turn_order()
+        if not turn_order:
             return ClaimedBatch(jobs=[])
-        candidates = queued.filter(
+        head = queued.filter(client_network=turn_order[0]).order_by("created_at").first()
+        if head is None:
+            continue
+        compatible = queued.filter(
             model_name=head.model_name,
             width=head.width,
             height=head.height,
             steps=head.steps,
             guidance_scale=head.guidance_scale,
             scheduler=head.scheduler,
-        ).order_by("created_at")[: max(max_images, 1)]
+        ).exclude(pk=head.pk)
+        # The head is its client's oldest job and that client's turn comes first: it stays first.
+        candidates = _in_turns([head, *compatible.order_by("created_at")[:BATCH_CANDIDATES]], turn_order)
         claimed: list[GenerationJob] = []
         images = 0
         now = timezone.now()
@@ -197,6 +340,18 @@ def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
                 webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.STARTED)
             return ClaimedBatch(jobs=claimed)
     return ClaimedBatch(jobs=[])
+
+
+def _in_turns(jobs: Sequence[GenerationJob], turn_order: Sequence[str]) -> list[GenerationJob]:
+    """Jobs (oldest first) reordered as turns: every client's oldest, then every second, ..."""
+    rank = {ip: index for index, ip in enumerate(turn_order)}
+    seen: dict[str, int] = {}
+    keyed = []
+    for job in jobs:
+        nth = seen.get(job.client_network, 0)
+        seen[job.client_network] = nth + 1
+        keyed.append(((nth, rank.get(job.client_network, len(rank))), job))
+    return [job for _key, job in sorted(keyed, key=lambda item: item[0])]
 
 
 def job_record_progress(*, job_ids: Sequence[JobId], step: int, total: int) -> None:

@@ -17,14 +17,17 @@ def error_body(*, code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 def _field_errors(detail: Any) -> dict[str, list[dict[str, str]]]:
     if isinstance(detail, dict):
-        return {
-            name: [
-                {"code": str(e.code), "message": str(e)}
-                for e in (errors if isinstance(errors, list) else [errors])
-            ]
-            for name, errors in detail.items()
-        }
-    return {"non_field_errors": [{"code": str(e.code), "message": str(e)} for e in detail]}
+        return {name: _flat_errors(errors) for name, errors in detail.items()}
+    return {"non_field_errors": _flat_errors(detail)}
+
+
+def _flat_errors(detail: Any) -> list[dict[str, str]]:
+    """The errors of one field, however DRF nested them (a list field keys them by index)."""
+    if isinstance(detail, dict):
+        return [error for nested in detail.values() for error in _flat_errors(nested)]
+    if isinstance(detail, list):
+        return [error for nested in detail for error in _flat_errors(nested)]
+    return [{"code": str(getattr(detail, "code", "invalid")), "message": str(detail)}]
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from jobs import selectors
 from jobs.models import GenerationJob, JobImage
 
 
@@ -27,6 +30,33 @@ class JobSubmitInputSerializer(serializers.Serializer):
     webhook_events = serializers.ListField(child=serializers.CharField(), required=False)
 
 
+class ProgressSerializer(serializers.Serializer):
+    step = serializers.IntegerField()
+    total = serializers.IntegerField()
+    fraction = serializers.FloatField()
+
+
+class FailureSerializer(serializers.Serializer):
+    code = serializers.CharField(
+        help_text="invalid_prompt, timeout, out_of_memory, inference_error, worker_lost or cancelled."
+    )
+    message = serializers.CharField()
+
+
+class TimingsSerializer(serializers.Serializer):
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    queued_seconds = serializers.FloatField(allow_null=True)
+    run_seconds = serializers.FloatField(allow_null=True)
+
+
+class QueueSerializer(serializers.Serializer):
+    position = serializers.IntegerField(help_text="1 for the job served next, in the fair order.")
+    estimated_start_at = serializers.DateTimeField()
+    estimated_finish_at = serializers.DateTimeField()
+
+
 class JobImageSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
 
@@ -34,6 +64,7 @@ class JobImageSerializer(serializers.ModelSerializer):
         model = JobImage
         fields = ("index", "seed", "url")
 
+    @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, image: JobImage) -> str:
         url = image.file.url
         request = self.context.get("request")
@@ -47,6 +78,8 @@ class JobSerializer(serializers.ModelSerializer):
     timings = serializers.SerializerMethodField()
     images = JobImageSerializer(many=True, read_only=True)
     image_url = serializers.SerializerMethodField()
+    queue = serializers.SerializerMethodField()
+    deduplicated = serializers.SerializerMethodField()
 
     class Meta:
         model = GenerationJob
@@ -64,6 +97,8 @@ class JobSerializer(serializers.ModelSerializer):
             "scheduler",
             "num_images",
             "progress",
+            "queue",
+            "deduplicated",
             "failure",
             "warnings",
             "timings",
@@ -71,22 +106,26 @@ class JobSerializer(serializers.ModelSerializer):
             "images",
         )
 
+    @extend_schema_field(OpenApiTypes.URI)
     def get_status_url(self, job: GenerationJob) -> str:
         url = reverse("api:job-detail", kwargs={"job_id": job.id})
         request = self.context.get("request")
         return request.build_absolute_uri(url) if request is not None else url
 
+    @extend_schema_field(ProgressSerializer)
     def get_progress(self, job: GenerationJob) -> dict[str, Any]:
         fraction = job.progress_step / job.progress_total if job.progress_total else 0.0
         if job.status == "completed":
             fraction = 1.0
         return {"step": job.progress_step, "total": job.progress_total, "fraction": round(fraction, 4)}
 
+    @extend_schema_field(FailureSerializer(allow_null=True))
     def get_failure(self, job: GenerationJob) -> dict[str, str] | None:
         if not job.failure_code:
             return None
         return {"code": job.failure_code, "message": job.failure_message}
 
+    @extend_schema_field(TimingsSerializer)
     def get_timings(self, job: GenerationJob) -> dict[str, Any]:
         def seconds(start: Any, end: Any) -> float | None:
             return round((end - start).total_seconds(), 3) if start and end else None
@@ -99,6 +138,48 @@ class JobSerializer(serializers.ModelSerializer):
             "run_seconds": seconds(job.started_at, job.finished_at),
         }
 
+    @extend_schema_field(serializers.URLField(allow_null=True))
     def get_image_url(self, job: GenerationJob) -> str | None:
         images = JobImageSerializer(job.images.all(), many=True, context=self.context).data
         return images[0]["url"] if images else None
+
+    @extend_schema_field(
+        QueueSerializer(
+            allow_null=True, help_text="Position and estimates while the job is queued; null otherwise."
+        )
+    )
+    def get_queue(self, job: GenerationJob) -> dict[str, Any] | None:
+        estimate = selectors.job_queue_estimate(job=job)
+        return None if estimate is None else QueueSerializer(estimate).data
+
+    @extend_schema_field(
+        serializers.BooleanField(
+            help_text="Answered from an identical completed job's files, without GPU time."
+        )
+    )
+    def get_deduplicated(self, job: GenerationJob) -> bool:
+        return job.deduplicated_from_id is not None
+
+
+class FieldErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class ErrorDetailSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="Stable and machine-readable; see each response for its codes.")
+    message = serializers.CharField(help_text="For humans; may change.")
+    # DRF's metaclass moves declared fields off the class, so this does not shadow
+    # Serializer.fields at runtime; the stubs cannot know that.
+    fields = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=FieldErrorSerializer()),
+        required=False,
+        help_text="validation_error only: the broken rules by field name.",
+    )
+    retry_after = serializers.IntegerField(required=False, help_text="Seconds; also in Retry-After.")
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The one error shape of the whole API."""
+
+    error = ErrorDetailSerializer()

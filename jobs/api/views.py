@@ -1,35 +1,143 @@
-"""REST API for integrators: submit a job (202), read its status, cancel it."""
+"""REST API for integrators: submit a job (202), read its status (with an ETag), cancel it."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from typing import Any
+
+from django.utils.http import parse_etags
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import selectors, services
-from jobs.api.serializers import JobSerializer, JobSubmitInputSerializer
+from jobs.api.serializers import ErrorSerializer, JobSerializer, JobSubmitInputSerializer
 from ratelimit.client_ip import client_ip
 from ratelimit.services import enforce_status_poll_limit
 
 
+def error_response(description: str) -> OpenApiResponse:
+    return OpenApiResponse(response=ErrorSerializer, description=description)
+
+
+JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+NOT_FOUND = error_response("`not_found`: no job has this id.")
+
+
+def status_etag(body: dict[str, Any]) -> str:
+    """A strong ETag over the status payload, leaving out the queue estimates.
+
+    The estimates are absolute times computed from "now", so they would change the tag on
+    every poll; they are refreshed whenever anything else (the position included) changes.
+    """
+    stable = {**body, "queue": body["queue"] and {"position": body["queue"]["position"]}}
+    digest = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
+    return f'"{digest[:32]}"'
+
+
 class JobListView(APIView):
+    # JSON only: one request format to document, test and hash for idempotency.
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        operation_id="jobs_submit",
+        summary="Submit a job",
+        description=(
+            "Validates and queues a job; answers 202 at once with the job and "
+            "`Location` = its status URL. With an explicit `seed`, a request identical to a "
+            "completed one is answered as an already `completed` job with the same files "
+            "(`deduplicated: true`). A retried submit with the same `Idempotency-Key` and "
+            "body (same client, within 24 hours) answers 202 with the original job."
+        ),
+        request=JobSubmitInputSerializer,
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="1-255 printable ASCII characters; makes retrying a submit safe.",
+                pattern=r"^[ -~]{1,255}$",
+            )
+        ],
+        responses={
+            202: JobSerializer,
+            400: error_response(
+                "`validation_error` (with `fields`; field codes: required, invalid, prompt_empty, "
+                "prompt_too_long, size_not_multiple_of_8, size_out_of_range, steps_out_of_range, "
+                "guidance_out_of_range, seed_out_of_range, scheduler_unknown, num_images_out_of_range, "
+                "webhook_event_unknown, webhook_url_too_long), `webhook_url_forbidden`, "
+                "`idempotency_key_invalid` or `parse_error`."
+            ),
+            403: error_response("`blocked`: this address may not submit jobs."),
+            409: error_response("`idempotency_conflict`: the key was used with a different body."),
+            429: error_response(
+                "`rate_limited`, `too_many_active_jobs` or `daily_quota_exceeded`; "
+                "retry after `Retry-After` seconds."
+            ),
+            415: error_response("`unsupported_media_type`: send `application/json`."),
+            503: error_response("`queue_full`: too many queued jobs; retry after `Retry-After` seconds."),
+        },
+    )
     def post(self, request: Request) -> Response:
         serializer = JobSubmitInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        job = services.job_submit(client_ip=client_ip(request), **serializer.validated_data)
+        job = services.job_submit(
+            client_ip=client_ip(request),
+            idempotency_key=request.headers.get("Idempotency-Key"),
+            **serializer.validated_data,
+        )
         body = JobSerializer(job, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["status_url"]})
 
 
 class JobDetailView(APIView):
+    @extend_schema(
+        operation_id="jobs_status",
+        summary="Read a job's status",
+        description=(
+            "Status, progress, queue position and ETA, failure, timings and image URLs. "
+            "Carries an `ETag`; send it back in `If-None-Match` to get 304 with no body while "
+            "nothing changed."
+        ),
+        parameters=[
+            JOB_ID,
+            OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER),
+        ],
+        responses={
+            200: JobSerializer,
+            304: OpenApiResponse(description="Not modified since the ETag sent in `If-None-Match`."),
+            404: NOT_FOUND,
+            429: error_response("`rate_limited`: too many status reads; retry after `Retry-After` seconds."),
+        },
+    )
     def get(self, request: Request, job_id: str) -> Response:
         enforce_status_poll_limit(client_ip=client_ip(request))
         job = selectors.job_get(job_id=job_id)
-        return Response(JobSerializer(job, context={"request": request}).data)
+        body = JobSerializer(job, context={"request": request}).data
+        etag = status_etag(body)
+        if etag in parse_etags(request.headers.get("If-None-Match", "")):
+            return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+        return Response(body, headers={"ETag": etag})
 
 
 class JobCancelView(APIView):
+    @extend_schema(
+        operation_id="jobs_cancel",
+        summary="Cancel a job",
+        description="A queued job never runs; a running one stops at its next step.",
+        request=None,
+        parameters=[JOB_ID],
+        responses={
+            200: JobSerializer,
+            404: NOT_FOUND,
+            409: error_response("`job_already_finished`: the job is completed, failed or cancelled."),
+        },
+    )
     def post(self, request: Request, job_id: str) -> Response:
         job = services.job_cancel(job_id=selectors.job_get(job_id=job_id).pk)
         return Response(JobSerializer(job, context={"request": request}).data)

@@ -164,3 +164,15 @@ def test_cancelling_a_finished_job_is_a_409_with_a_code(api_client: APIClient, s
 
 def test_cancelling_an_unknown_job_is_a_404(api_client: APIClient) -> None:
     assert api_client.post(f"/api/v1/jobs/{uuid.uuid4()}/cancel").status_code == 404
+
+
+def test_an_error_inside_a_list_field_is_a_400_with_that_field_named(api_client: APIClient) -> None:
+    # Found by schemathesis: DRF keys a list item's errors by index, one level deeper.
+    response = submit(api_client, webhook_events=["completed", "bad\u0000event"])
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert error["fields"]["webhook_events"] == [
+        {"code": "null_characters_not_allowed", "message": "Null characters are not allowed."}
+    ]

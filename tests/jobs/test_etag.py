@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+from rest_framework.test import APIClient
+
+from jobs import services
+from tests.factories import GenerationJobFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_unchanged_status_with_its_etag_is_304_without_a_body(api_client: APIClient) -> None:
+    job = GenerationJobFactory()
+    url = f"/api/v1/jobs/{job.id}"
+    first = api_client.get(url)
+
+    again = api_client.get(url, HTTP_IF_NONE_MATCH=first["ETag"])
+
+    assert first.status_code == 200
+    assert first["ETag"].startswith('"')
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again["ETag"] == first["ETag"]
+
+
+def test_etag_in_a_list_of_candidates_also_matches(api_client: APIClient) -> None:
+    job = GenerationJobFactory()
+    etag = api_client.get(f"/api/v1/jobs/{job.id}")["ETag"]
+
+    response = api_client.get(f"/api/v1/jobs/{job.id}", HTTP_IF_NONE_MATCH=f'"stale", {etag}')
+
+    assert response.status_code == 304
+
+
+def test_changed_status_answers_200_with_a_new_etag(api_client: APIClient) -> None:
+    job = GenerationJobFactory()
+    url = f"/api/v1/jobs/{job.id}"
+    etag = api_client.get(url)["ETag"]
+
+    services.claim_next_jobs(worker_hostname="gpu@test", max_images=1)
+    services.job_record_progress(job_ids=[job.id], step=1, total=4)
+    response = api_client.get(url, HTTP_IF_NONE_MATCH=etag)
+
+    assert response.status_code == 200
+    assert response.json()["progress"]["step"] == 1
+    assert response["ETag"] != etag
+
+
+def test_a_queued_job_moving_up_the_queue_gets_a_new_etag(api_client: APIClient) -> None:
+    GenerationJobFactory(client_ip="198.51.100.1")
+    waiting = GenerationJobFactory(client_ip="198.51.100.1")
+    url = f"/api/v1/jobs/{waiting.id}"
+    before = api_client.get(url)
+
+    services.claim_next_jobs(worker_hostname="gpu@test", max_images=1)
+    after = api_client.get(url, HTTP_IF_NONE_MATCH=before["ETag"])
+
+    assert (before.json()["queue"]["position"], after.status_code) == (2, 200)
+    assert after.json()["queue"]["position"] == 1
