@@ -193,6 +193,11 @@ def main() -> None:
             "GENERATOR_MODEL": model,
             "GENERATION_BATCH_IMAGES": str(args.batch_images),
             "LOG_LEVEL": "WARNING",
+            # One client submitting a burst: abuse limits would refuse most of it.
+            "SUBMIT_RATE": "100000/m",
+            "SUBMIT_MAX_ACTIVE_JOBS": "100000",
+            "SUBMIT_DAILY_QUOTA": "0",
+            "JOB_QUEUE_MAX": "100000",
         }
         os.environ.update(env)
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

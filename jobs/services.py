@@ -23,6 +23,7 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from config.logging import log_event
 from jobs import selectors
@@ -254,7 +255,12 @@ def wake_gpu_worker() -> None:
     """Sends one wake-up to the ``gpu`` queue; the worker then claims work from the database."""
     from jobs.tasks import generate_task
 
-    generate_task.delay()
+    try:
+        generate_task.delay()
+    except KombuOperationalError:
+        # The job is committed and its client already has its id: never turn a broker outage
+        # into an error. The reaper re-publishes wake-ups for jobs left waiting.
+        logger.exception("event=wake_up_failed")
 
 
 def job_cancel(*, job_id: JobId) -> GenerationJob:
@@ -542,8 +548,12 @@ def delete_expired_results() -> int:
                 results_deleted_at=timezone.now()
             )
         # Rows first: a file left behind by a crash here is only wasted space, whereas a row
-        # whose file is gone would hand clients a broken link.
+        # whose file is gone would hand clients a broken link. A deduplicated job made later
+        # points at the same file: that file stays until its last row expires.
+        names = [image.file.name for image in images]
+        still_used = set(JobImage.objects.filter(file__in=names).values_list("file", flat=True))
         for image in images:
-            image.file.delete(save=False)
-        deleted += len(images)
+            if image.file.name not in still_used:
+                image.file.delete(save=False)
+                deleted += 1
         log_event(logger, "results_deleted", files=len(images))

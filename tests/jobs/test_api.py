@@ -176,3 +176,22 @@ def test_an_error_inside_a_list_field_is_a_400_with_that_field_named(api_client:
     assert error["fields"]["webhook_events"] == [
         {"code": "null_characters_not_allowed", "message": "Null characters are not allowed."}
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_submit_while_the_broker_is_unreachable_still_answers_202_and_keeps_the_job(
+    api_client: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kombu.exceptions import OperationalError
+
+    from jobs.tasks import generate_task
+
+    def broker_down(*args: Any, **kwargs: Any) -> None:
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(generate_task, "delay", broker_down)
+
+    response = submit(api_client)
+
+    assert response.status_code == 202
+    assert GenerationJob.objects.get(pk=response.json()["id"]).status == JobStatus.QUEUED

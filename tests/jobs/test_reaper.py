@@ -141,6 +141,21 @@ def test_retention_deletes_old_result_files_and_keeps_the_jobs(
     assert (body["status"], body["image_url"], body["images"]) == ("completed", None, [])
 
 
+def test_retention_keeps_a_file_that_a_newer_deduplicated_job_still_shows(settings: SettingsFixture) -> None:
+    settings.RESULT_RETENTION_DAYS = 30
+    original = JobImageFactory(
+        job=GenerationJobFactory(completed=True, finished_at=timezone.now() - timedelta(days=31))
+    )
+    duplicate_job = GenerationJobFactory(completed=True, deduplicated_from=original.job)
+    JobImageFactory(job=duplicate_job, file=original.file.name)
+
+    assert services.delete_expired_results() == 0
+
+    assert not original.job.images.exists()
+    assert default_storage.exists(original.file.name)
+    assert duplicate_job.images.get().file.name == original.file.name
+
+
 def test_retention_is_off_by_default() -> None:
     image = JobImageFactory(
         job=GenerationJobFactory(completed=True, finished_at=timezone.now() - timedelta(days=3650))
