@@ -14,6 +14,7 @@ and prints images/s, their ratios, p50/p95 job latency, the queue overhead
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import socket
@@ -239,14 +240,17 @@ def main() -> None:
 
         plain_seconds = plain_diffusers(model, jobs=args.jobs, size=args.size, steps=args.steps)
 
+        seeds = itertools.count()
+
         def submit(index: int) -> GenerationJob:
+            # A fresh seed every time: a repeated request would be answered by dedupe.
             return services.job_submit(
                 prompt=PROMPTS[index % len(PROMPTS)],
                 client_ip="127.0.0.1",
                 width=args.size,
                 height=args.size,
                 steps=args.steps,
-                seed=index,
+                seed=next(seeds),
             )
 
         def wait_all(ids: list[uuid.UUID]) -> list[GenerationJob]:
