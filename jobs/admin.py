@@ -16,6 +16,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html_join
 from django.utils.safestring import SafeString
 
+from config.admin import ReadOnlyModelAdmin
 from jobs import selectors, services
 from jobs.errors import JobError
 from jobs.models import ACTIVE_STATUSES, GenerationJob, JobStatus
@@ -42,7 +43,7 @@ def _seconds(delta: timedelta | None) -> str:
 
 
 @admin.register(GenerationJob)
-class GenerationJobAdmin(admin.ModelAdmin):
+class GenerationJobAdmin(ReadOnlyModelAdmin):
     list_display = (
         "id",
         "status",
@@ -105,15 +106,8 @@ class GenerationJobAdmin(admin.ModelAdmin):
     )
     readonly_fields = ("size", "thumbnails", "retries", "wait_time", "run_time", "progress")
 
-    # History is read-only; the actions below are the only way an operator changes a job.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
+    # History is read-only (see ReadOnlyModelAdmin): the actions below are the only way an
+    # operator changes a job.
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """Who may cancel and retry: staff granted "change" on jobs (and superusers)."""

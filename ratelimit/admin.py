@@ -12,6 +12,7 @@ from django.urls import URLPattern, path, reverse
 from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_POST
 
+from config.admin import ReadOnlyModelAdmin
 from jobs.errors import JobError
 from ratelimit import services
 from ratelimit.models import BlockedNetwork, ClientUsage
@@ -27,17 +28,8 @@ class BlockedNetworkAdmin(admin.ModelAdmin):
 
 
 @admin.register(ClientUsage)
-class ClientUsageAdmin(admin.ModelAdmin):
+class ClientUsageAdmin(ReadOnlyModelAdmin):
     """The usage page replaces the row list: top client networks, with block and unblock."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
     def get_urls(self) -> list[URLPattern]:
         return [

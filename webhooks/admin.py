@@ -6,21 +6,11 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from config.admin import ReadOnlyModelAdmin
 from webhooks.models import WebhookAttempt, WebhookDelivery
 from webhooks.services import webhook_delivery_resend
 
 ATTEMPT_COLUMNS = ("number", "started_at", "duration_ms", "succeeded", "response_status", "error")
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
-        return False
 
 
 class WebhookAttemptInline(admin.TabularInline):
@@ -34,7 +24,7 @@ class WebhookAttemptInline(admin.TabularInline):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(ReadOnlyAdmin):
+class WebhookDeliveryAdmin(ReadOnlyModelAdmin):
     list_display = (
         "webhook_id",
         "job",
@@ -62,7 +52,7 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
 
 @admin.register(WebhookAttempt)
-class WebhookAttemptAdmin(ReadOnlyAdmin):
+class WebhookAttemptAdmin(ReadOnlyModelAdmin):
     list_display = ("delivery", *ATTEMPT_COLUMNS)
     list_filter = ("succeeded", "error")
     search_fields = ("delivery__webhook_id",)
