@@ -67,6 +67,12 @@ class JobMetricsCollector(Collector):
             hits.add_metric([str(rule)], int(hit_count))
         yield hits
 
+        yield CounterMetricFamily(
+            "imagegen_dedupe_hits",
+            "Submits answered from an identical completed job's stored result, without GPU time.",
+            value=selectors.dedupe_hit_count(),
+        )
+
 
 job_registry = CollectorRegistry(auto_describe=False)
 job_registry.register(JobMetricsCollector())

@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from jobs.models import FailureCode, JobStatus
 from ops.metrics import RATE_LIMIT_HITS_KEY
 from tests.conftest import WebProcess, WorkerProcess, http_json, wait_for
-from tests.factories import GenerationJobFactory
+from tests.factories import GenerationJobFactory, JobImageFactory
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
@@ -98,6 +98,21 @@ def test_metrics_count_refused_submissions_by_rule(api_client: APIClient, settin
         for sample in family.samples
     }
     assert samples["imagegen_rate_limit_hits_total{'rule': 'too_many_active_jobs'}"] == 2
+
+
+def test_metrics_count_deduplicated_submits(api_client: APIClient) -> None:
+    original = JobImageFactory(job=GenerationJobFactory(completed=True, prompt="a paper boat", seed=9))
+    body = {"prompt": "a paper boat", "width": 64, "height": 64, "steps": 4, "seed": 9}
+
+    answered = api_client.post("/api/v1/jobs", body, format="json").json()
+    samples = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(api_client.get("/metrics").content.decode())
+        for sample in family.samples
+    }
+
+    assert (answered["status"], answered["image_url"].endswith(original.file.name)) == ("completed", True)
+    assert samples["imagegen_dedupe_hits_total"] == 1
 
 
 def test_metrics_refuse_a_scrape_without_the_token(web: WebProcess) -> None:
