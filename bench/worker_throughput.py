@@ -322,11 +322,14 @@ def main() -> None:
         )
         print(f"worker RSS: {rss_start:.0f} MiB at start, {rss_end:.0f} MiB after {total_jobs} jobs")
     finally:
-        if worker is not None:
-            worker.terminate()
-            worker.wait(timeout=30)
-        redis.terminate()
-        redis.wait(timeout=10)
+        for process in (worker, redis):
+            if process is None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
