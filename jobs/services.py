@@ -194,7 +194,7 @@ def _queue_job(
         **stored,
     )
     # Before the wake-up, so that the queued event is recorded before a worker can start the job.
-    webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.QUEUED)
+    webhook_event_enqueue(job=job, event=WebhookEvent.QUEUED)
     transaction.on_commit(wake_gpu_worker)
     return job
 
@@ -255,7 +255,7 @@ def _deduplicated_job(
     )
     log_event(logger, "deduplicated", job=job.id, original=original.id)
     # It was never queued nor started: its one event is that it completed.
-    webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.COMPLETED)
+    webhook_event_enqueue(job=job, event=WebhookEvent.COMPLETED)
     return job
 
 
@@ -285,9 +285,10 @@ def job_cancel(*, job_id: JobId) -> GenerationJob:
             raise job_not_found()
         raise job_already_finished(job.status)
     _cancel_flags().set(_cancel_flag_key(job_id), 1, ex=CANCEL_FLAG_TTL_SECONDS)
-    webhook_event_enqueue(job_id=job_id, event=WebhookEvent.CANCELLED)
+    job = GenerationJob.objects.get(pk=job_id)
+    webhook_event_enqueue(job=job, event=WebhookEvent.CANCELLED)
     log_event(logger, "cancelled", job=job_id)
-    return GenerationJob.objects.get(pk=job_id)
+    return job
 
 
 def cancelled_job_ids(*, job_ids: Sequence[JobId]) -> set[str]:
@@ -350,9 +351,11 @@ def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
                 images += candidate.num_images
         if claimed:
             for job in claimed:
-                job.refresh_from_db()
+                # What the claim's UPDATE wrote, without reading each row back.
+                job.status, job.started_at, job.worker_hostname = JobStatus.RUNNING, now, worker_hostname
+                job.progress_step = job.progress_total = 0
                 log_event(logger, "started", job=job.id, worker=worker_hostname, batch=len(claimed))
-                webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.STARTED)
+                webhook_event_enqueue(job=job, event=WebhookEvent.STARTED)
             return ClaimedBatch(jobs=claimed)
     return ClaimedBatch(jobs=[])
 
@@ -406,7 +409,7 @@ def job_complete(*, job: GenerationJob, pngs: Sequence[bytes], warnings: Sequenc
         return False
     duration = (finished_at - job.started_at).total_seconds() if job.started_at else 0.0
     log_event(logger, "completed", job=job.pk, duration_s=round(duration, 3), images=len(images))
-    webhook_event_enqueue(job_id=job.pk, event=WebhookEvent.COMPLETED)
+    webhook_event_enqueue(job=job, event=WebhookEvent.COMPLETED)
     return True
 
 
@@ -425,15 +428,18 @@ def job_fail(*, job_id: JobId, code: str, message: str, where: Q | None = None) 
             failure_message=message,
         )
         if moved:
-            network, started_at = GenerationJob.objects.values_list("client_network", "started_at").get(
-                pk=job_id
-            )
+            job = GenerationJob.objects.only(
+                "client_network", "started_at", "webhook_url", "webhook_events"
+            ).get(pk=job_id)
             usage_record_job_finished(
-                network=network, failure_code=code, started_at=started_at, finished_at=finished_at
+                network=job.client_network,
+                failure_code=code,
+                started_at=job.started_at,
+                finished_at=finished_at,
             )
     if moved:
         log_event(logger, "failed", job=job_id, code=code)
-        webhook_event_enqueue(job_id=job_id, event=WebhookEvent.FAILED)
+        webhook_event_enqueue(job=job, event=WebhookEvent.FAILED)
     return moved
 
 

@@ -88,10 +88,16 @@ def webhook_subscription_clean(*, url: str, events: Sequence[str] | None) -> tup
     return url, [event for event in WebhookEvent.values if event in wanted]
 
 
-def webhook_event_enqueue(*, job_id: uuid.UUID | str, event: str) -> None:
+def webhook_event_enqueue(*, job: GenerationJob, event: str) -> None:
     """Once the current transaction commits, records and sends a delivery of ``event`` if the
-    job subscribed to it. Errors are logged, never raised into the job's own flow."""
-    transaction.on_commit(partial(_record_and_send, job_id=job_id, event=event), robust=True)
+    job subscribed to it. Errors are logged, never raised into the job's own flow.
+
+    ``job`` needs only its id and webhook fields. Most jobs have no webhook: for them this
+    costs nothing, not a query per event on the worker's path.
+    """
+    if not job.webhook_url or event not in job.webhook_events:
+        return
+    transaction.on_commit(partial(_record_and_send, job_id=job.pk, event=event), robust=True)
 
 
 def _record_and_send(*, job_id: uuid.UUID | str, event: str) -> None:
