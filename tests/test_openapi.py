@@ -68,6 +68,28 @@ def test_schema_documents_every_endpoint_and_the_error_shape(openapi: dict[str, 
     assert [code for code in ERROR_CODES if f"`{code}`" not in described] == []
 
 
+def test_schema_declares_the_response_headers_clients_rely_on(openapi: dict[str, Any]) -> None:
+    submit = openapi["paths"]["/api/v1/jobs"]["post"]["responses"]
+    status = openapi["paths"]["/api/v1/jobs/{job_id}"]["get"]["responses"]
+
+    declared = {
+        (path, code): set(response.get("headers", {}))
+        for path, responses in (("submit", submit), ("status", status))
+        for code, response in responses.items()
+        if response.get("headers")
+    }
+
+    assert declared == {
+        ("submit", "202"): {"Location"},
+        ("submit", "429"): {"Retry-After"},
+        ("submit", "503"): {"Retry-After"},
+        ("status", "200"): {"ETag"},
+        ("status", "304"): {"ETag"},
+        ("status", "429"): {"Retry-After"},
+    }
+    assert submit["202"]["headers"]["Location"]["required"] is True
+
+
 @pytest.mark.django_db
 def test_schema_is_served_at_api_schema(client: Client) -> None:
     response = client.get("/api/schema/", HTTP_ACCEPT="application/json")

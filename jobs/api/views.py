@@ -26,6 +26,20 @@ def error_response(description: str) -> OpenApiResponse:
 
 
 JOB_ID = OpenApiParameter("job_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+
+
+def response_header(
+    name: str, description: str, *, statuses: list[int], schema: Any = OpenApiTypes.STR
+) -> OpenApiParameter:
+    """A header the answer carries, declared in the schema so generated clients can read it."""
+    return OpenApiParameter(
+        name, schema, OpenApiParameter.HEADER, description=description, required=True, response=statuses
+    )
+
+
+RETRY_AFTER = response_header(
+    "Retry-After", "Seconds to wait before trying again.", statuses=[429, 503], schema=OpenApiTypes.INT
+)
 NOT_FOUND = error_response("`not_found`: no job has this id.")
 
 
@@ -62,7 +76,9 @@ class JobListView(APIView):
                 OpenApiParameter.HEADER,
                 description="1-255 printable ASCII characters; makes retrying a submit safe.",
                 pattern=r"^[ -~]{1,255}$",
-            )
+            ),
+            response_header("Location", "The job's status URL.", statuses=[202]),
+            RETRY_AFTER,
         ],
         responses={
             202: JobSerializer,
@@ -107,6 +123,10 @@ class JobDetailView(APIView):
         parameters=[
             JOB_ID,
             OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER),
+            response_header(
+                "ETag", "Changes whenever the body would; send it in `If-None-Match`.", statuses=[200, 304]
+            ),
+            RETRY_AFTER,
         ],
         responses={
             200: JobSerializer,
