@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
@@ -11,6 +13,17 @@ from rest_framework import serializers
 
 from jobs import selectors
 from jobs.models import GenerationJob, JobImage
+
+
+def absolute_url(url: str, context: Mapping[str, Any]) -> str:
+    """``url`` as the client should use it: from the request when there is one (API, page), else
+    from ``PUBLIC_BASE_URL`` (webhook payloads). Already absolute URLs (S3) stay as they are."""
+    request = context.get("request")
+    if request is not None:
+        return request.build_absolute_uri(url)
+    if settings.PUBLIC_BASE_URL and url.startswith("/"):
+        return settings.PUBLIC_BASE_URL + url
+    return url
 
 
 class JobSubmitInputSerializer(serializers.Serializer):
@@ -66,9 +79,7 @@ class JobImageSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_url(self, image: JobImage) -> str:
-        url = image.file.url
-        request = self.context.get("request")
-        return request.build_absolute_uri(url) if request is not None else url
+        return absolute_url(image.file.url, self.context)
 
 
 class JobSerializer(serializers.ModelSerializer):
@@ -108,9 +119,7 @@ class JobSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.URI)
     def get_status_url(self, job: GenerationJob) -> str:
-        url = reverse("api:job-detail", kwargs={"job_id": job.id})
-        request = self.context.get("request")
-        return request.build_absolute_uri(url) if request is not None else url
+        return absolute_url(reverse("api:job-detail", kwargs={"job_id": job.id}), self.context)
 
     @extend_schema_field(ProgressSerializer)
     def get_progress(self, job: GenerationJob) -> dict[str, Any]:
