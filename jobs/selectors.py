@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q, QuerySet, Sum
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q, QuerySet
 from django.utils import timezone
 from kombu.exceptions import ChannelError
 
@@ -164,11 +164,6 @@ def job_queue_estimate(*, job: GenerationJob) -> QueueEstimate | None:
 
 def queued_job_count() -> int:
     return GenerationJob.objects.filter(status=JobStatus.QUEUED).count()
-
-
-def dedupe_hit_count() -> int:
-    """Jobs answered from an identical completed job's files (for the metrics endpoint)."""
-    return GenerationJob.objects.filter(deduplicated_from__isnull=False).count()
 
 
 def jobs_in_order(*, job_ids: Sequence[str]) -> list[GenerationJob]:
@@ -346,47 +341,16 @@ def gpu_queue_pending_messages() -> int:
 # --- Numbers for operators (metrics) ------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DurationHistogram:
-    """Cumulative counts of completed jobs whose run time is at most each bucket's bound."""
+def active_job_counts() -> dict[str, int]:
+    """How many jobs are queued and running now, both present (zero when none).
 
-    buckets: list[tuple[float, int]]
-    count: int
-    sum_seconds: float
-
-
-def job_counts_by_status() -> dict[str, int]:
-    """How many jobs are in each status now, every status present (zero when none)."""
-    counts = dict(GenerationJob.objects.order_by().values_list("status").annotate(n=Count("id")))
-    return {status: counts.get(status, 0) for status in JobStatus.values}
-
-
-def job_failure_counts() -> dict[str, int]:
-    """Failed jobs by failure code, over all time (cancellations are not failures)."""
-    rows = (
-        GenerationJob.objects.filter(status=JobStatus.FAILED)
+    Only the active statuses: their rows are one range of the status indexes, bounded by the
+    queue's limit and the workers, however long the history of finished jobs grows.
+    """
+    counts = dict(
+        GenerationJob.objects.filter(status__in=ACTIVE_STATUSES)
         .order_by()
-        .values_list("failure_code")
-        .annotate(n=Count("id"))
+        .values_list("status")
+        .annotate(n=Count("*"))
     )
-    return dict(rows)
-
-
-def job_duration_histogram(*, bounds: Sequence[float]) -> DurationHistogram:
-    """Run time (``started_at`` to ``finished_at``) of every completed job, in one query."""
-    run_time = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
-    completed = GenerationJob.objects.filter(status=JobStatus.COMPLETED, started_at__isnull=False)
-    totals = completed.annotate(run_time=run_time).aggregate(
-        count=Count("id"),
-        total=Sum("run_time"),
-        **{
-            f"le_{index}": Count("id", filter=Q(run_time__lte=timedelta(seconds=bound)))
-            for index, bound in enumerate(bounds)
-        },
-    )
-    total: timedelta | None = totals["total"]
-    return DurationHistogram(
-        buckets=[(bound, totals[f"le_{index}"]) for index, bound in enumerate(bounds)],
-        count=totals["count"],
-        sum_seconds=total.total_seconds() if total else 0.0,
-    )
+    return {status: counts.get(status, 0) for status in ACTIVE_STATUSES}

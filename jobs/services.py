@@ -38,6 +38,7 @@ from jobs.errors import (
 )
 from jobs.models import TRANSITION_SOURCES, FailureCode, GenerationJob, IdempotencyKey, JobImage, JobStatus
 from jobs.validation import SEED_MAX, JobParameters, normalise_prompt, validate_parameters
+from ops import metrics
 from ratelimit.services import submission_admitted, usage_record_job_finished
 from webhooks.models import WebhookEvent
 from webhooks.services import webhook_event_enqueue, webhook_subscription_clean
@@ -253,6 +254,7 @@ def _deduplicated_job(
         JobImage(job=job, index=image.index, seed=image.seed, file=image.file.name)
         for image in original.images.all()
     )
+    transaction.on_commit(metrics.record_dedupe_hit)
     log_event(logger, "deduplicated", job=job.id, original=original.id)
     # It was never queued nor started: its one event is that it completed.
     webhook_event_enqueue(job=job, event=WebhookEvent.COMPLETED)
@@ -284,6 +286,7 @@ def job_cancel(*, job_id: JobId) -> GenerationJob:
         if job is None:
             raise job_not_found()
         raise job_already_finished(job.status)
+    transaction.on_commit(metrics.record_job_cancelled)
     _cancel_flags().set(_cancel_flag_key(job_id), 1, ex=CANCEL_FLAG_TTL_SECONDS)
     job = GenerationJob.objects.get(pk=job_id)
     webhook_event_enqueue(job=job, event=WebhookEvent.CANCELLED)
@@ -388,6 +391,7 @@ def job_complete(*, job: GenerationJob, pngs: Sequence[bytes], warnings: Sequenc
         image.file.save(f"{job.id}/{index}.png", ContentFile(png), save=False)
         images.append(image)
     finished_at = timezone.now()
+    run_seconds = (finished_at - job.started_at).total_seconds() if job.started_at else None
     with transaction.atomic():
         moved = transition_job(
             job_id=job.pk,
@@ -403,12 +407,12 @@ def job_complete(*, job: GenerationJob, pngs: Sequence[bytes], warnings: Sequenc
                 started_at=job.started_at,
                 finished_at=finished_at,
             )
+            transaction.on_commit(functools.partial(metrics.record_job_completed, run_seconds=run_seconds))
     if not moved:
         for image in images:
             image.file.delete(save=False)
         return False
-    duration = (finished_at - job.started_at).total_seconds() if job.started_at else 0.0
-    log_event(logger, "completed", job=job.pk, duration_s=round(duration, 3), images=len(images))
+    log_event(logger, "completed", job=job.pk, duration_s=round(run_seconds or 0.0, 3), images=len(images))
     webhook_event_enqueue(job=job, event=WebhookEvent.COMPLETED)
     return True
 
@@ -437,6 +441,7 @@ def job_fail(*, job_id: JobId, code: str, message: str, where: Q | None = None) 
                 started_at=job.started_at,
                 finished_at=finished_at,
             )
+            transaction.on_commit(functools.partial(metrics.record_job_failed, code=code))
     if moved:
         log_event(logger, "failed", job=job_id, code=code)
         webhook_event_enqueue(job=job, event=WebhookEvent.FAILED)

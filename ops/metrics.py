@@ -1,12 +1,22 @@
-"""Prometheus metrics of the jobs, read from the database at scrape time.
+"""Prometheus metrics of the jobs: counters kept in Redis by whichever process finishes a job,
+and the queue as the database holds it now.
 
-Web and GPU workers are separate processes (often separate machines), so job numbers are
-not counted in process memory: the rows are the truth, and every scrape reads them. Request
-metrics come from django-prometheus's middleware in the web process.
+Web processes and GPU workers are separate processes (often separate machines), so job
+numbers are not counted in process memory: they go to Redis hashes that every process shares.
+A scrape reads those hashes in one round trip and the active jobs in one indexed query, so
+its cost does not grow with the history. Request metrics come from django-prometheus's
+middleware in the web process.
+
+The counters start from zero when Redis loses its data (a flush, a restart without
+persistence); Prometheus's ``rate()`` and ``increase()`` read a drop as a counter reset.
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
+import itertools
+import logging
 from collections.abc import Iterator
 
 import redis
@@ -20,57 +30,145 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from config.logging import logfmt
 from jobs import selectors
+from jobs.models import TERMINAL_STATUSES
+
+logger = logging.getLogger(__name__)
 
 # Seconds; a tiny model on CPU takes well under one, a large one on a busy GPU a minute or more.
 JOB_DURATION_BOUNDS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 RATE_LIMIT_HITS_KEY = "imagegen:metrics:rate_limit_hits"
+# One hash for every job counter, so that a scrape reads them all at once. Its fields:
+# run_seconds_bucket:<upper bound>, run_seconds_sum, finished:<status>, failures:<code>,
+# dedupe_hits.
+JOB_COUNTERS_KEY = "imagegen:metrics:jobs"
 
 
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(
-        settings.REDIS_URL, socket_connect_timeout=2.0, socket_timeout=2.0, decode_responses=True
-    )
+@functools.cache
+def _redis(url: str) -> redis.Redis:
+    """One client (and connection pool) per process and URL: workers write on every job."""
+    return redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0, decode_responses=True)
 
 
 def record_rate_limit_hit(*, rule: str) -> None:
     """Counts one request refused by a rate limit; shared by every web process through Redis."""
-    _redis().hincrby(RATE_LIMIT_HITS_KEY, rule, 1)
+    _redis(settings.REDIS_URL).hincrby(RATE_LIMIT_HITS_KEY, rule, 1)
+
+
+def _run_seconds_bucket(run_seconds: float) -> str:
+    """The upper bound of the one bucket a run time is counted in: the smallest bound it does
+    not exceed, so a run of exactly a bound counts in that bound's bucket."""
+    index = bisect.bisect_left(JOB_DURATION_BOUNDS, run_seconds)
+    return str(JOB_DURATION_BOUNDS[index]) if index < len(JOB_DURATION_BOUNDS) else "+Inf"
+
+
+def _increment_job_counters(*, increments: dict[str, int], run_seconds: float | None = None) -> None:
+    """Adds to the job counters in one round trip; logs and goes on when Redis is unavailable.
+
+    Called once the job's transaction has committed: the job has finished whatever happens
+    here, and a metric must never turn that into an error.
+    """
+    pipeline = _redis(settings.REDIS_URL).pipeline()
+    for field, amount in increments.items():
+        pipeline.hincrby(JOB_COUNTERS_KEY, field, amount)
+    if run_seconds is not None:
+        pipeline.hincrbyfloat(JOB_COUNTERS_KEY, "run_seconds_sum", run_seconds)
+    try:
+        pipeline.execute()
+    except redis.RedisError as error:
+        logger.warning(
+            logfmt({"event": "job_metrics_not_recorded", "fields": ",".join(increments), "error": str(error)})
+        )
+
+
+def record_job_completed(*, run_seconds: float | None) -> None:
+    """A job a worker ran to the end; its run time is None when its start is unknown."""
+    increments = {"finished:completed": 1}
+    if run_seconds is not None:
+        increments[f"run_seconds_bucket:{_run_seconds_bucket(run_seconds)}"] = 1
+    _increment_job_counters(increments=increments, run_seconds=run_seconds)
+
+
+def record_job_failed(*, code: str) -> None:
+    _increment_job_counters(increments={"finished:failed": 1, f"failures:{code}": 1})
+
+
+def record_job_cancelled() -> None:
+    _increment_job_counters(increments={"finished:cancelled": 1})
+
+
+def record_dedupe_hit() -> None:
+    """A submit answered completed from an identical job's files: it finished, without a run."""
+    _increment_job_counters(increments={"finished:completed": 1, "dedupe_hits": 1})
+
+
+def _cumulative_buckets(stored: dict[str, int]) -> list[tuple[str, float]]:
+    """Prometheus's cumulative ``le`` buckets from the per-bucket counts in Redis.
+
+    A count stored under a bound that is no longer in ``JOB_DURATION_BOUNDS`` joins the
+    smallest current bound above it: still true of those jobs, and the buckets stay
+    cumulative, so changing the bounds needs no reset.
+    """
+    per_bucket = [0] * (len(JOB_DURATION_BOUNDS) + 1)
+    for upper_bound, count in stored.items():
+        per_bucket[bisect.bisect_left(JOB_DURATION_BOUNDS, float(upper_bound))] += count
+    labels = [str(bound) for bound in JOB_DURATION_BOUNDS] + ["+Inf"]
+    return list(zip(labels, itertools.accumulate(per_bucket), strict=True))
+
+
+def _labelled(counts: dict[str, int], kind: str) -> dict[str, int]:
+    """``{label: count}`` of the fields named ``<kind>:<label>``."""
+    prefix = f"{kind}:"
+    return {field.removeprefix(prefix): count for field, count in counts.items() if field.startswith(prefix)}
 
 
 class JobMetricsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
-        jobs = GaugeMetricFamily("imagegen_jobs", "Jobs in each status now.", labels=["status"])
-        for status, count in selectors.job_counts_by_status().items():
+        pipeline = _redis(settings.REDIS_URL).pipeline(transaction=False)
+        pipeline.hgetall(JOB_COUNTERS_KEY)
+        pipeline.hgetall(RATE_LIMIT_HITS_KEY)
+        job_fields, rate_limit_hits = pipeline.execute()
+        run_seconds_sum = float(job_fields.pop("run_seconds_sum", 0.0))
+        counts = {field: int(value) for field, value in job_fields.items()}
+
+        jobs = GaugeMetricFamily("imagegen_jobs", "Jobs queued or running now.", labels=["status"])
+        for status, count in selectors.active_job_counts().items():
             jobs.add_metric([status], count)
         yield jobs
+
+        finished = CounterMetricFamily(
+            "imagegen_jobs_finished", "Jobs that reached each final status.", labels=["status"]
+        )
+        for status in TERMINAL_STATUSES:
+            finished.add_metric([status], _labelled(counts, "finished").get(status, 0))
+        yield finished
 
         failures = CounterMetricFamily(
             "imagegen_job_failures", "Failed jobs by failure code.", labels=["code"]
         )
-        for code, count in selectors.job_failure_counts().items():
+        for code, count in sorted(_labelled(counts, "failures").items()):
             failures.add_metric([code], count)
         yield failures
 
-        histogram = selectors.job_duration_histogram(bounds=JOB_DURATION_BOUNDS)
         yield HistogramMetricFamily(
             "imagegen_job_duration_seconds",
             "Run time of completed jobs, from claim to stored result.",
-            buckets=[(str(bound), count) for bound, count in histogram.buckets] + [("+Inf", histogram.count)],
-            sum_value=histogram.sum_seconds,
+            buckets=_cumulative_buckets(_labelled(counts, "run_seconds_bucket")),
+            sum_value=run_seconds_sum,
         )
 
         hits = CounterMetricFamily(
             "imagegen_rate_limit_hits", "Requests refused by a rate limit.", labels=["rule"]
         )
-        for rule, hit_count in _redis().hgetall(RATE_LIMIT_HITS_KEY).items():
+        for rule, hit_count in rate_limit_hits.items():
             hits.add_metric([str(rule)], int(hit_count))
         yield hits
 
         yield CounterMetricFamily(
             "imagegen_dedupe_hits",
             "Submits answered from an identical completed job's stored result, without GPU time.",
-            value=selectors.dedupe_hit_count(),
+            value=counts.get("dedupe_hits", 0),
         )
 
 

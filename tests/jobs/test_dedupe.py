@@ -6,7 +6,6 @@ import pytest
 from django.test import override_settings
 from rest_framework.test import APIClient
 
-from jobs import selectors
 from jobs.models import GenerationJob, JobStatus
 from tests.factories import JobImageFactory
 from webhooks.models import WebhookDelivery
@@ -52,7 +51,7 @@ def test_identical_seeded_request_is_answered_completed_with_the_same_files(
         image.file.name for image in completed.images.all()
     ]
     assert body["image_url"].endswith(f"/results/{completed.id}/0.png")
-    assert selectors.dedupe_hit_count() == 1
+    assert GenerationJob.objects.filter(deduplicated_from__isnull=False).count() == 1
 
 
 @pytest.mark.parametrize(
@@ -65,7 +64,7 @@ def test_request_that_differs_in_anything_is_queued(
     body = api_client.post("/api/v1/jobs", same_request(completed, **change), format="json").json()
 
     assert (body["status"], body["deduplicated"]) == ("queued", False)
-    assert selectors.dedupe_hit_count() == 0
+    assert not GenerationJob.objects.filter(deduplicated_from__isnull=False).exists()
 
 
 def test_request_identical_to_a_failed_job_is_queued(api_client: APIClient, completed: GenerationJob) -> None:

@@ -1,0 +1,26 @@
+"""Metrics tests start from empty Redis counters and read a scrape back as samples."""
+
+from __future__ import annotations
+
+import pytest
+import redis
+from django.conf import settings
+from prometheus_client.parser import text_string_to_metric_families
+
+from ops.metrics import JOB_COUNTERS_KEY, RATE_LIMIT_HITS_KEY
+
+
+@pytest.fixture(autouse=True)
+def metric_counters_cleared() -> None:
+    # Every test shares one Redis, and jobs finished in earlier tests were counted in it.
+    redis.Redis.from_url(settings.REDIS_URL).delete(JOB_COUNTERS_KEY, RATE_LIMIT_HITS_KEY)
+
+
+def metric_samples(text: str) -> dict[str, float]:
+    """Every sample of a Prometheus text scrape as ``name{label="value",...}`` -> value."""
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{key}="{value}"' for key, value in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}"] = sample.value
+    return samples
