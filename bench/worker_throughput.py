@@ -5,7 +5,7 @@
 
 It starts its own Redis, SQLite database and Celery gpu worker, then measures
 (a) a plain diffusers loop calling the pipeline one prompt at a time,
-(b1) the worker path one job at a time (submit, wait, repeat): batch 1,
+(b1) the worker path one job at a time (submit, wait, repeat): batch 1, taking turns with (a),
 (b2) the worker path with a burst of queued jobs (dynamic batching),
 and prints images/s, their ratios, p50/p95 job latency, the queue overhead
 (submit -> running) and the worker's memory before and after the jobs.
@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,8 +94,9 @@ def build_full_size_model(destination: Path) -> None:
     pipeline.save_pretrained(str(destination), safe_serialization=True)
 
 
-def plain_diffusers(model: str, *, jobs: int, size: int, steps: int) -> float:
-    """Seconds for ``jobs`` single-prompt calls of a plain diffusers pipeline (after one warm-up)."""
+def plain_diffusers(model: str, *, size: int, steps: int) -> Callable[[int], float]:
+    """A plain diffusers pipeline, warmed up; the returned function makes one single-prompt
+    call and returns its seconds."""
     import torch
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
@@ -109,7 +111,8 @@ def plain_diffusers(model: str, *, jobs: int, size: int, steps: int) -> float:
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
 
-    def one(index: int) -> None:
+    def one(index: int) -> float:
+        started = time.perf_counter()
         generator = torch.Generator(device="cpu").manual_seed(index)
         pipeline(
             PROMPTS[index % len(PROMPTS)],
@@ -118,16 +121,12 @@ def plain_diffusers(model: str, *, jobs: int, size: int, steps: int) -> float:
             num_inference_steps=steps,
             generator=generator,
         )
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - started
 
     one(0)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for index in range(jobs):
-        one(index)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - started
+    return one
 
 
 def worker_rss_mib(worker: subprocess.Popen[bytes]) -> float:
@@ -240,7 +239,7 @@ def main() -> None:
             time.sleep(0.2)
         rss_start = worker_rss_mib(worker)
 
-        plain_seconds = plain_diffusers(model, jobs=args.jobs, size=args.size, steps=args.steps)
+        plain_one = plain_diffusers(model, size=args.size, steps=args.steps)
 
         seeds = itertools.count()
 
@@ -272,8 +271,14 @@ def main() -> None:
         def seconds(jobs: list[GenerationJob], start: str, end: str) -> list[float]:
             return [(getattr(job, end) - getattr(job, start)).total_seconds() for job in jobs]
 
-        # Rates come from the jobs' own timestamps, so the bench's polling delay is not counted.
-        sequential = [wait_all([submit(index).pk])[0] for index in range(args.jobs)]
+        # (a) and (b1) take turns, image by image, so that a change in the machine's load
+        # during the run weighs on both alike. Rates for (b) come from the jobs' own
+        # timestamps, so the bench's polling delay is not counted.
+        plain_seconds = 0.0
+        sequential = []
+        for index in range(args.jobs):
+            plain_seconds += plain_one(index)
+            sequential.append(wait_all([submit(index).pk])[0])
         sequential_seconds = sum(seconds(sequential, "created_at", "finished_at"))
 
         burst = wait_all([submit(index).pk for index in range(args.jobs)])
