@@ -20,6 +20,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from jobs.errors import FieldError, JobError, invalid_parameters
@@ -35,6 +36,13 @@ MAX_URL_LENGTH = 2048
 USER_AGENT = "imagegen-webhooks/1"
 # Retrying cannot help: the receiver asked us to stop, or the address is one we never call.
 FINAL_ERRORS = (AttemptError.GONE, AttemptError.FORBIDDEN_ADDRESS)
+# Celery stops an attempt's task at these limits. A claim on an attempt outlives the hard one,
+# so a claim still held after it belongs to a worker that died and may be taken over.
+ATTEMPT_SOFT_TIME_LIMIT = 60
+ATTEMPT_TIME_LIMIT = 90
+ATTEMPT_CLAIM_SECONDS = ATTEMPT_TIME_LIMIT + 30
+# For clocks and ETA precision: a message this early is on time, an earlier one is a hop.
+DUE_SLACK = timedelta(seconds=1)
 
 
 def webhook_url_forbidden(reason: str) -> JobError:
@@ -202,18 +210,29 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
     """Makes attempt number ``attempt``, records it, and ends the delivery or schedules a retry.
 
     Stale or duplicate task messages (the attempt was already made, or the delivery ended)
-    are ignored, so each numbered attempt is recorded once.
+    are ignored, so each numbered attempt is recorded once. The attempt is claimed before its
+    request, so two messages for it (a late one and a re-sent one) never both call the receiver.
     """
-    delivery = WebhookDelivery.objects.filter(
-        pk=delivery_id, status=DeliveryStatus.PENDING, attempt_count=attempt - 1
-    ).first()
+    this_attempt = Q(pk=delivery_id, status=DeliveryStatus.PENDING, attempt_count=attempt - 1)
+    now = timezone.now()
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + DUE_SLACK)
+    # The claim is next_attempt_at moved past this task's hard time limit: another message for
+    # this attempt waits until then, and makes the attempt only if this worker died first.
+    claimed = WebhookDelivery.objects.filter(this_attempt, due).update(
+        next_attempt_at=now + timedelta(seconds=ATTEMPT_CLAIM_SECONDS), updated_at=now
+    )
+    delivery = WebhookDelivery.objects.filter(this_attempt).first()
     if delivery is None:
         logger.info("webhook_delivery=%s attempt=%d event=webhook_attempt_skipped", delivery_id, attempt)
         return
-    wait = (delivery.next_attempt_at - timezone.now()).total_seconds() if delivery.next_attempt_at else 0.0
-    if wait > 1:  # a second's slack for clocks and ETA precision; earlier is a hop, not an attempt
+    if not claimed:
+        # Not due yet (one hop of a longer wait), or another message holds this attempt: come
+        # back when it is due or that claim lapses; by then the attempt is made or free.
+        wait = (
+            (delivery.next_attempt_at - timezone.now()).total_seconds() if delivery.next_attempt_at else 0.0
+        )
         transaction.on_commit(
-            partial(_send_attempt, delivery_id=delivery_id, attempt=attempt, countdown=wait)
+            partial(_send_attempt, delivery_id=delivery_id, attempt=attempt, countdown=max(wait, 0.0))
         )
         return
     started_at = timezone.now()
@@ -233,7 +252,8 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
             attempt_count=attempt, status=status, next_attempt_at=next_attempt_at, updated_at=timezone.now()
         )
         if not moved:
-            # A duplicate message made this attempt at the same time; the receiver dedupes by webhook-id.
+            # Only when this attempt outlived its claim and another message took it over; the
+            # receiver dedupes by webhook-id.
             logger.warning("webhook=%s attempt=%d event=webhook_attempt_raced", delivery.webhook_id, attempt)
             return
         WebhookAttempt.objects.create(
