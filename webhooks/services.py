@@ -22,10 +22,12 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
+from config.logging import log_event
 from jobs.errors import FieldError, JobError, invalid_parameters
 from jobs.models import GenerationJob
-from webhooks import transport
+from webhooks import selectors, transport
 from webhooks.addresses import ForbiddenDestination, check_destination
 from webhooks.models import AttemptError, DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEvent
 from webhooks.signing import signature_header
@@ -43,6 +45,9 @@ ATTEMPT_TIME_LIMIT = 90
 ATTEMPT_CLAIM_SECONDS = ATTEMPT_TIME_LIMIT + 30
 # For clocks and ETA precision: a message this early is on time, an earlier one is a hop.
 DUE_SLACK = timedelta(seconds=1)
+# A backlog of lost messages (Redis restarted empty under load) is re-sent over a few runs
+# instead of flooding the broker at once.
+SWEEP_MAX_PER_RUN = 500
 
 
 def webhook_url_forbidden(reason: str) -> JobError:
@@ -133,15 +138,24 @@ def _record_and_send(*, job_id: uuid.UUID | str, event: str) -> None:
     _send_attempt(delivery_id=delivery.pk, attempt=1, countdown=0.0)
 
 
-def _send_attempt(*, delivery_id: int, attempt: int, countdown: float) -> None:
+def _send_attempt(*, delivery_id: int, attempt: int, countdown: float) -> bool:
+    """Sends the message for attempt number ``attempt``; False when the broker is unreachable.
+
+    A delivery whose message was not sent stays pending, and the sweep sends it once overdue.
+    """
     from webhooks.tasks import deliver_webhook_task
 
     # Redis hands a message that waits unacknowledged longer than its visibility timeout to
     # another worker; a longer wait is made of shorter hops (see webhook_delivery_attempt).
     longest = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] / 2
-    deliver_webhook_task.apply_async(
-        kwargs={"delivery_id": delivery_id, "attempt": attempt}, countdown=min(countdown, longest)
-    )
+    try:
+        deliver_webhook_task.apply_async(
+            kwargs={"delivery_id": delivery_id, "attempt": attempt}, countdown=min(countdown, longest)
+        )
+    except KombuOperationalError:
+        logger.exception("webhook_delivery=%s attempt=%d event=webhook_send_failed", delivery_id, attempt)
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -293,3 +307,43 @@ def webhook_delivery_resend(*, delivery_id: int) -> None:
             partial(_send_attempt, delivery_id=delivery_id, attempt=delivery.attempt_count + 1, countdown=0.0)
         )
     logger.info("webhook=%s event=webhook_resend", delivery.webhook_id)
+
+
+def webhook_deliveries_sweep() -> int:
+    """Sends the attempt message again for pending deliveries whose message was lost; returns how
+    many. Beat runs it every ``WEBHOOK_SWEEP_INTERVAL_SECONDS``.
+
+    Each attempt is one broker message; a send that failed (broker down) or a message the
+    broker lost (Redis restarted without persistence) leaves a delivery pending with nothing to
+    make its attempt. One whose attempt is overdue by ``WEBHOOK_SWEEP_AFTER_SECONDS`` gets the
+    same attempt number again, so a late original and the re-sent message make one attempt
+    between them (webhook_delivery_attempt claims it). Messages already waiting in the webhooks
+    queue count against ``SWEEP_MAX_PER_RUN``: a slow queue has lost nothing, and duplicates
+    would only slow it further. A broker outage is logged, never raised, and ends the run: what
+    it could not send stays overdue for a later run.
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.WEBHOOK_SWEEP_AFTER_SECONDS)
+    try:
+        waiting = selectors.webhook_queue_pending_messages()
+    except KombuOperationalError:
+        logger.exception("event=webhook_sweep_failed")
+        return 0
+    overdue = selectors.overdue_deliveries(due_before=cutoff, limit=SWEEP_MAX_PER_RUN - waiting)
+    resent = 0
+    for delivery_id, attempt_count in overdue:
+        # Due from now: should this message wait in the queue too, it is sent again only once
+        # the grace has passed again. No match: an attempt was made or claimed meanwhile.
+        marked = WebhookDelivery.objects.filter(
+            pk=delivery_id,
+            status=DeliveryStatus.PENDING,
+            attempt_count=attempt_count,
+            next_attempt_at__lt=cutoff,
+        ).update(next_attempt_at=now, updated_at=now)
+        if not marked:
+            continue
+        if not _send_attempt(delivery_id=delivery_id, attempt=attempt_count + 1, countdown=0.0):
+            break
+        resent += 1
+    log_event(logger, "webhooks_swept", resent=resent, overdue=len(overdue), queue_waiting=waiting)
+    return resent
