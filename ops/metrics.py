@@ -25,6 +25,7 @@ from jobs import selectors
 # Seconds; a tiny model on CPU takes well under one, a large one on a busy GPU a minute or more.
 JOB_DURATION_BOUNDS = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 RATE_LIMIT_HITS_KEY = "imagegen:metrics:rate_limit_hits"
+WEBHOOK_RESENDS_KEY = "imagegen:metrics:webhook_resends"
 
 
 def _redis() -> redis.Redis:
@@ -36,6 +37,11 @@ def _redis() -> redis.Redis:
 def record_rate_limit_hit(*, rule: str) -> None:
     """Counts one request refused by a rate limit; shared by every web process through Redis."""
     _redis().hincrby(RATE_LIMIT_HITS_KEY, rule, 1)
+
+
+def record_webhook_resends(*, count: int) -> None:
+    """Counts attempt messages the webhook sweep sent again; no row records a lost message."""
+    _redis().incrby(WEBHOOK_RESENDS_KEY, count)
 
 
 class JobMetricsCollector(Collector):
@@ -71,6 +77,12 @@ class JobMetricsCollector(Collector):
             "imagegen_dedupe_hits",
             "Submits answered from an identical completed job's stored result, without GPU time.",
             value=selectors.dedupe_hit_count(),
+        )
+
+        yield CounterMetricFamily(
+            "imagegen_webhook_resends",
+            "Webhook attempt messages the sweep sent again: the first was never sent or was lost.",
+            value=int(_redis().get(WEBHOOK_RESENDS_KEY) or 0),
         )
 
 

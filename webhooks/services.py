@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -27,6 +28,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 from config.logging import log_event
 from jobs.errors import FieldError, JobError, invalid_parameters
 from jobs.models import GenerationJob
+from ops.metrics import record_webhook_resends
 from webhooks import selectors, transport
 from webhooks.addresses import ForbiddenDestination, check_destination
 from webhooks.models import AttemptError, DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEvent
@@ -346,4 +348,10 @@ def webhook_deliveries_sweep() -> int:
             break
         resent += 1
     log_event(logger, "webhooks_swept", resent=resent, overdue=len(overdue), queue_waiting=waiting)
+    if resent:
+        try:
+            record_webhook_resends(count=resent)
+        except redis.RedisError:
+            # The broker is this Redis too: it may have gone down after the last send.
+            logger.exception("event=webhook_resends_not_counted")
     return resent

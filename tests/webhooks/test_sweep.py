@@ -16,6 +16,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from config.celery import app as celery_app
+from ops.metrics import WEBHOOK_RESENDS_KEY, job_registry
 from tests.conftest import WorkerProcess, free_port, wait_for
 from tests.factories import WebhookDeliveryFactory
 from tests.webhooks.conftest import Receiver
@@ -124,6 +125,18 @@ def test_sweep_logs_how_many_it_resent(empty_webhooks_queue: None, caplog: pytes
     assert sweep_events(caplog) == [
         {"event": "webhooks_swept", "resent": "1", "overdue": "1", "queue_waiting": "0"}
     ]
+
+
+def test_sweep_counts_what_it_resent_for_metrics(empty_webhooks_queue: None) -> None:
+    redis.Redis.from_url(settings.REDIS_URL).delete(WEBHOOK_RESENDS_KEY)
+    for seconds in (10, 20):
+        WebhookDeliveryFactory(next_attempt_at=overdue_since(seconds))
+    WebhookDeliveryFactory(next_attempt_at=timezone.now())
+
+    services.webhook_deliveries_sweep()
+    services.webhook_deliveries_sweep()
+
+    assert job_registry.get_sample_value("imagegen_webhook_resends_total") == 2
 
 
 def test_a_broker_outage_while_sending_is_logged_not_raised_and_swept_again_later(
