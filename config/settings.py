@@ -283,7 +283,8 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # --- Webhooks ----------------------------------------------------------------------------
 # Deliveries run on their own light queue, so a slow receiver never holds a GPU worker.
-CELERY_TASK_ROUTES["webhooks.tasks.deliver_webhook_task"] = {"queue": "webhooks"}
+WEBHOOK_QUEUE = "webhooks"
+CELERY_TASK_ROUTES["webhooks.tasks.deliver_webhook_task"] = {"queue": WEBHOOK_QUEUE}
 # Standard Webhooks secrets ("whsec_<base64>"); every listed one signs, so a rotation lists
 # the new and the old. The fallback derives from SECRET_KEY so no published key ever signs.
 _derived_webhook_secret = (
@@ -306,6 +307,16 @@ WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 # Local development only: production webhooks are https to public addresses (SSRF safety).
 WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
 WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False)
+# Every WEBHOOK_SWEEP_INTERVAL_SECONDS beat's sweep (on the `default` queue) sends the attempt
+# message again for pending deliveries whose attempt is overdue by WEBHOOK_SWEEP_AFTER_SECONDS:
+# the send failed (broker down) or the broker lost the message (Redis restarted empty). Keep
+# the grace above the longest wait in the webhooks queue; a shorter one only sends duplicates.
+WEBHOOK_SWEEP_INTERVAL_SECONDS = env.int("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=60)
+WEBHOOK_SWEEP_AFTER_SECONDS = env.int("WEBHOOK_SWEEP_AFTER_SECONDS", default=120)
+if WEBHOOK_SWEEP_INTERVAL_SECONDS < 1 or WEBHOOK_SWEEP_AFTER_SECONDS < 0:
+    raise environ.ImproperlyConfigured(
+        "WEBHOOK_SWEEP_INTERVAL_SECONDS must be at least 1, WEBHOOK_SWEEP_AFTER_SECONDS at least 0"
+    )
 
 # --- Operators: reaper and result retention ---------------------------------------------
 # Every REAPER_INTERVAL_SECONDS the reaper (on the light `default` queue, started by beat):
@@ -326,6 +337,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": REAPER_INTERVAL_SECONDS,
         # A run that could not start before the next one is due is only a duplicate.
         "options": {"queue": "default", "expires": REAPER_INTERVAL_SECONDS},
+    },
+    "sweep-webhook-deliveries": {
+        "task": "webhooks.tasks.sweep_webhook_deliveries_task",
+        "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS,
+        "options": {"queue": "default", "expires": WEBHOOK_SWEEP_INTERVAL_SECONDS},
     },
 }
 

@@ -8,14 +8,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q, QuerySet
 from django.utils import timezone
-from kombu.exceptions import ChannelError
 
 from config.celery import app as celery_app
+from config.celery import queue_pending_messages
 from jobs.errors import job_not_found
 from jobs.models import ACTIVE_STATUSES, FailureCode, GenerationJob, JobStatus
 
@@ -329,13 +328,7 @@ def live_workers(*, timeout: float) -> list[str]:
 
 def gpu_queue_pending_messages() -> int:
     """Wake-ups waiting in the broker's ``gpu`` queue (not counting the ones being worked on)."""
-    with celery_app.connection_for_read() as connection:
-        channel: Any = connection.default_channel
-        try:
-            return int(channel.queue_declare(queue=settings.GENERATION_QUEUE, passive=True).message_count)
-        except ChannelError:
-            # Redis drops an empty list, so a queue with nothing waiting does not exist.
-            return 0
+    return queue_pending_messages(queue=settings.GENERATION_QUEUE)
 
 
 # --- Numbers for operators (metrics) ------------------------------------------------------

@@ -43,6 +43,7 @@ RATE_LIMIT_HITS_KEY = "imagegen:metrics:rate_limit_hits"
 # run_seconds_bucket:<upper bound>, run_seconds_sum, finished:<status>, failures:<code>,
 # dedupe_hits.
 JOB_COUNTERS_KEY = "imagegen:metrics:jobs"
+WEBHOOK_RESENDS_KEY = "imagegen:metrics:webhook_resends"
 
 
 @functools.cache
@@ -123,12 +124,18 @@ def _labelled(counts: dict[str, int], kind: str) -> dict[str, int]:
     return {field.removeprefix(prefix): count for field, count in counts.items() if field.startswith(prefix)}
 
 
+def record_webhook_resends(*, count: int) -> None:
+    """Counts attempt messages the webhook sweep sent again; no row records a lost message."""
+    _redis(settings.REDIS_URL).incrby(WEBHOOK_RESENDS_KEY, count)
+
+
 class JobMetricsCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         pipeline = _redis(settings.REDIS_URL).pipeline(transaction=False)
         pipeline.hgetall(JOB_COUNTERS_KEY)
         pipeline.hgetall(RATE_LIMIT_HITS_KEY)
-        job_fields, rate_limit_hits = pipeline.execute()
+        pipeline.get(WEBHOOK_RESENDS_KEY)
+        job_fields, rate_limit_hits, webhook_resends = pipeline.execute()
         run_seconds_sum = float(job_fields.pop("run_seconds_sum", 0.0))
         counts = {field: int(value) for field, value in job_fields.items()}
 
@@ -169,6 +176,12 @@ class JobMetricsCollector(Collector):
             "imagegen_dedupe_hits",
             "Submits answered from an identical completed job's stored result, without GPU time.",
             value=counts.get("dedupe_hits", 0),
+        )
+
+        yield CounterMetricFamily(
+            "imagegen_webhook_resends",
+            "Webhook attempt messages the sweep sent again: the first was never sent or was lost.",
+            value=int(webhook_resends or 0),
         )
 
 

@@ -16,7 +16,7 @@ class WebhookEvent(models.TextChoices):
 
 
 class DeliveryStatus(models.TextChoices):
-    PENDING = "pending", "Pending"  # an attempt is queued or scheduled
+    PENDING = "pending", "Pending"  # an attempt is queued, scheduled or in flight
     DELIVERED = "delivered", "Delivered"
     FAILED = "failed", "Failed"  # retries exhausted, 410 Gone, or a forbidden address
 
@@ -41,7 +41,11 @@ class WebhookDelivery(models.Model):
     payload = models.TextField(help_text="The exact JSON body that is signed and sent.")
     status = models.CharField(max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING)
     attempt_count = models.PositiveIntegerField(default=0)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the next attempt is due; while one is in flight, when its claim lapses.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -51,6 +55,8 @@ class WebhookDelivery(models.Model):
         indexes = [
             models.Index(fields=["status", "created_at"], name="webhook_status_created_idx"),
             models.Index(fields=["event", "created_at"], name="webhook_event_created_idx"),
+            # The sweep's query: pending deliveries, most overdue first.
+            models.Index(fields=["status", "next_attempt_at"], name="webhook_status_next_idx"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -16,15 +16,20 @@ from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as KombuOperationalError
 
+from config.logging import log_event
 from jobs.errors import FieldError, JobError, invalid_parameters
 from jobs.models import GenerationJob
-from webhooks import transport
+from ops.metrics import record_webhook_resends
+from webhooks import selectors, transport
 from webhooks.addresses import ForbiddenDestination, check_destination
 from webhooks.models import AttemptError, DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEvent
 from webhooks.signing import signature_header
@@ -35,6 +40,16 @@ MAX_URL_LENGTH = 2048
 USER_AGENT = "imagegen-webhooks/1"
 # Retrying cannot help: the receiver asked us to stop, or the address is one we never call.
 FINAL_ERRORS = (AttemptError.GONE, AttemptError.FORBIDDEN_ADDRESS)
+# Celery stops an attempt's task at these limits. A claim on an attempt outlives the hard one,
+# so a claim still held after it belongs to a worker that died and may be taken over.
+ATTEMPT_SOFT_TIME_LIMIT = 60
+ATTEMPT_TIME_LIMIT = 90
+ATTEMPT_CLAIM_SECONDS = ATTEMPT_TIME_LIMIT + 30
+# For clocks and ETA precision: a message this early is on time, an earlier one is a hop.
+DUE_SLACK = timedelta(seconds=1)
+# A backlog of lost messages (Redis restarted empty under load) is re-sent over a few runs
+# instead of flooding the broker at once.
+SWEEP_MAX_PER_RUN = 500
 
 
 def webhook_url_forbidden(reason: str) -> JobError:
@@ -125,15 +140,24 @@ def _record_and_send(*, job_id: uuid.UUID | str, event: str) -> None:
     _send_attempt(delivery_id=delivery.pk, attempt=1, countdown=0.0)
 
 
-def _send_attempt(*, delivery_id: int, attempt: int, countdown: float) -> None:
+def _send_attempt(*, delivery_id: int, attempt: int, countdown: float) -> bool:
+    """Sends the message for attempt number ``attempt``; False when the broker is unreachable.
+
+    A delivery whose message was not sent stays pending, and the sweep sends it once overdue.
+    """
     from webhooks.tasks import deliver_webhook_task
 
     # Redis hands a message that waits unacknowledged longer than its visibility timeout to
     # another worker; a longer wait is made of shorter hops (see webhook_delivery_attempt).
     longest = settings.CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] / 2
-    deliver_webhook_task.apply_async(
-        kwargs={"delivery_id": delivery_id, "attempt": attempt}, countdown=min(countdown, longest)
-    )
+    try:
+        deliver_webhook_task.apply_async(
+            kwargs={"delivery_id": delivery_id, "attempt": attempt}, countdown=min(countdown, longest)
+        )
+    except KombuOperationalError:
+        logger.exception("webhook_delivery=%s attempt=%d event=webhook_send_failed", delivery_id, attempt)
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -202,18 +226,29 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
     """Makes attempt number ``attempt``, records it, and ends the delivery or schedules a retry.
 
     Stale or duplicate task messages (the attempt was already made, or the delivery ended)
-    are ignored, so each numbered attempt is recorded once.
+    are ignored, so each numbered attempt is recorded once. The attempt is claimed before its
+    request, so two messages for it (a late one and a re-sent one) never both call the receiver.
     """
-    delivery = WebhookDelivery.objects.filter(
-        pk=delivery_id, status=DeliveryStatus.PENDING, attempt_count=attempt - 1
-    ).first()
+    this_attempt = Q(pk=delivery_id, status=DeliveryStatus.PENDING, attempt_count=attempt - 1)
+    now = timezone.now()
+    due = Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now + DUE_SLACK)
+    # The claim is next_attempt_at moved past this task's hard time limit: another message for
+    # this attempt waits until then, and makes the attempt only if this worker died first.
+    claimed = WebhookDelivery.objects.filter(this_attempt, due).update(
+        next_attempt_at=now + timedelta(seconds=ATTEMPT_CLAIM_SECONDS), updated_at=now
+    )
+    delivery = WebhookDelivery.objects.filter(this_attempt).first()
     if delivery is None:
         logger.info("webhook_delivery=%s attempt=%d event=webhook_attempt_skipped", delivery_id, attempt)
         return
-    wait = (delivery.next_attempt_at - timezone.now()).total_seconds() if delivery.next_attempt_at else 0.0
-    if wait > 1:  # a second's slack for clocks and ETA precision; earlier is a hop, not an attempt
+    if not claimed:
+        # Not due yet (one hop of a longer wait), or another message holds this attempt: come
+        # back when it is due or that claim lapses; by then the attempt is made or free.
+        wait = (
+            (delivery.next_attempt_at - timezone.now()).total_seconds() if delivery.next_attempt_at else 0.0
+        )
         transaction.on_commit(
-            partial(_send_attempt, delivery_id=delivery_id, attempt=attempt, countdown=wait)
+            partial(_send_attempt, delivery_id=delivery_id, attempt=attempt, countdown=max(wait, 0.0))
         )
         return
     started_at = timezone.now()
@@ -233,7 +268,8 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
             attempt_count=attempt, status=status, next_attempt_at=next_attempt_at, updated_at=timezone.now()
         )
         if not moved:
-            # A duplicate message made this attempt at the same time; the receiver dedupes by webhook-id.
+            # Only when this attempt outlived its claim and another message took it over; the
+            # receiver dedupes by webhook-id.
             logger.warning("webhook=%s attempt=%d event=webhook_attempt_raced", delivery.webhook_id, attempt)
             return
         WebhookAttempt.objects.create(
@@ -273,3 +309,49 @@ def webhook_delivery_resend(*, delivery_id: int) -> None:
             partial(_send_attempt, delivery_id=delivery_id, attempt=delivery.attempt_count + 1, countdown=0.0)
         )
     logger.info("webhook=%s event=webhook_resend", delivery.webhook_id)
+
+
+def webhook_deliveries_sweep() -> int:
+    """Sends the attempt message again for pending deliveries whose message was lost; returns how
+    many. Beat runs it every ``WEBHOOK_SWEEP_INTERVAL_SECONDS``.
+
+    Each attempt is one broker message; a send that failed (broker down) or a message the
+    broker lost (Redis restarted without persistence) leaves a delivery pending with nothing to
+    make its attempt. One whose attempt is overdue by ``WEBHOOK_SWEEP_AFTER_SECONDS`` gets the
+    same attempt number again, so a late original and the re-sent message make one attempt
+    between them (webhook_delivery_attempt claims it). Messages already waiting in the webhooks
+    queue count against ``SWEEP_MAX_PER_RUN``: a slow queue has lost nothing, and duplicates
+    would only slow it further. A broker outage is logged, never raised, and ends the run: what
+    it could not send stays overdue for a later run.
+    """
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=settings.WEBHOOK_SWEEP_AFTER_SECONDS)
+    try:
+        waiting = selectors.webhook_queue_pending_messages()
+    except KombuOperationalError:
+        logger.exception("event=webhook_sweep_failed")
+        return 0
+    overdue = selectors.overdue_deliveries(due_before=cutoff, limit=SWEEP_MAX_PER_RUN - waiting)
+    resent = 0
+    for delivery_id, attempt_count in overdue:
+        # Due from now: should this message wait in the queue too, it is sent again only once
+        # the grace has passed again. No match: an attempt was made or claimed meanwhile.
+        marked = WebhookDelivery.objects.filter(
+            pk=delivery_id,
+            status=DeliveryStatus.PENDING,
+            attempt_count=attempt_count,
+            next_attempt_at__lt=cutoff,
+        ).update(next_attempt_at=now, updated_at=now)
+        if not marked:
+            continue
+        if not _send_attempt(delivery_id=delivery_id, attempt=attempt_count + 1, countdown=0.0):
+            break
+        resent += 1
+    log_event(logger, "webhooks_swept", resent=resent, overdue=len(overdue), queue_waiting=waiting)
+    if resent:
+        try:
+            record_webhook_resends(count=resent)
+        except redis.RedisError:
+            # The broker is this Redis too: it may have gone down after the last send.
+            logger.exception("event=webhook_resends_not_counted")
+    return resent

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,6 +33,7 @@ class Receiver:
 
     statuses: list[int]
     location: str = ""
+    answer_after: float = 0.0
     requests: list[ReceivedRequest] = field(default_factory=list)
     host: str = "127.0.0.1"
     port: int = 0
@@ -55,8 +57,11 @@ def receiver_factory() -> Iterator[Callable[..., Receiver]]:
         host: str = "127.0.0.1",
         port: int = 0,
         tls: ssl.SSLContext | None = None,
+        answer_after: float = 0.0,
     ) -> Receiver:
-        receiver = Receiver(statuses=list(statuses) or [200], location=location, host=host)
+        receiver = Receiver(
+            statuses=list(statuses) or [200], location=location, host=host, answer_after=answer_after
+        )
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
@@ -64,6 +69,7 @@ def receiver_factory() -> Iterator[Callable[..., Receiver]]:
                 status = receiver.handle(
                     ReceivedRequest(path=self.path, headers=dict(self.headers.items()), body=body)
                 )
+                time.sleep(receiver.answer_after)  # a slow receiver: the request stays in flight
                 self.send_response(status)
                 if receiver.location:
                     self.send_header("Location", receiver.location)

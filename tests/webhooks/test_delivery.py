@@ -1,7 +1,9 @@
 """One delivery attempt, in process, against real HTTP receivers on 127.0.0.1.
 
 Retries scheduled here are never sent: these tests run inside a transaction that is rolled
-back, so ``on_commit`` never fires and no task message is left behind for a worker.
+back, so ``on_commit`` never fires and no task message is left behind for a worker. The one
+test with two database connections commits; the message it leaves names a delivery that is
+gone once it ends, so a worker that gets it skips it.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -16,10 +19,12 @@ from typing import Any
 
 import pytest
 import trustme
+from django.db import connection
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from jobs.models import GenerationJob, JobStatus
+from tests.conftest import wait_for
 from tests.factories import GenerationJobFactory, WebhookDeliveryFactory
 from tests.webhooks.conftest import TEST_SECRET, Receiver
 from webhooks.models import AttemptError, DeliveryStatus, WebhookDelivery
@@ -117,6 +122,36 @@ def test_a_stale_or_duplicate_attempt_message_is_ignored(
     delivery = attempt(delivery, 1)
 
     assert (delivery.attempt_count, delivery.attempts.count(), len(receiver.requests)) == (1, 1, 1)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_second_message_for_an_attempt_in_flight_makes_no_second_request(
+    receiver_factory: Callable[..., Receiver], settings: Any
+) -> None:
+    # A late original and a re-sent message for the same attempt, each on its own worker.
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+    receiver = receiver_factory(200, answer_after=1.0)
+    delivery = delivery_to(receiver.url)
+
+    def first_message() -> None:
+        try:
+            webhook_delivery_attempt(delivery_id=delivery.pk, attempt=1, worker_hostname="first")
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=first_message)
+    first.start()
+    wait_for(lambda: receiver.requests, timeout=10)
+    delivery = attempt(delivery, 1)
+    first.join()
+
+    delivery.refresh_from_db()
+    assert (delivery.status, delivery.attempt_count, len(receiver.requests)) == (
+        DeliveryStatus.DELIVERED,
+        1,
+        1,
+    )
+    assert delivery.attempts.get().worker_hostname == "first"
 
 
 def test_an_attempt_message_that_arrives_before_its_time_waits_again_without_calling(
