@@ -320,13 +320,27 @@ if WEBHOOK_SWEEP_INTERVAL_SECONDS < 1 or WEBHOOK_SWEEP_AFTER_SECONDS < 0:
 
 # --- Operators: reaper and result retention ---------------------------------------------
 # Every REAPER_INTERVAL_SECONDS the reaper (on the light `default` queue, started by beat):
-# re-queues or fails jobs still `running` REAPER_GRACE_SECONDS past the hard time limit,
+# re-queues or fails `running` jobs whose worker is gone (no heartbeat for
+# REAPER_HEARTBEAT_GRACE_SECONDS, or REAPER_GRACE_SECONDS past the hard time limit),
 # wakes workers for jobs `queued` longer than REAPER_REPUBLISH_AFTER_SECONDS whose broker
 # message was lost, and deletes result files older than RESULT_RETENTION_DAYS (0 = never).
 REAPER_INTERVAL_SECONDS = env.int("REAPER_INTERVAL_SECONDS", default=60)
 REAPER_GRACE_SECONDS = env.int("REAPER_GRACE_SECONDS", default=120)
 REAPER_MAX_REQUEUES = env.int("REAPER_MAX_REQUEUES", default=1)
 REAPER_REPUBLISH_AFTER_SECONDS = env.int("REAPER_REPUBLISH_AFTER_SECONDS", default=60)
+# A GPU worker refreshes a Redis key per running job every WORKER_HEARTBEAT_SECONDS (the key
+# lives three of them). A running job claimed more than REAPER_HEARTBEAT_GRACE_SECONDS ago
+# without one has lost its worker: a killed worker is noticed in about a minute, not after
+# the hard time limit. 0 turns the heartbeat rule off (the hard-limit rule stays).
+WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10.0)
+REAPER_HEARTBEAT_GRACE_SECONDS = env.int("REAPER_HEARTBEAT_GRACE_SECONDS", default=60)
+if WORKER_HEARTBEAT_SECONDS <= 0:
+    raise environ.ImproperlyConfigured("WORKER_HEARTBEAT_SECONDS must be positive")
+# After a Redis restart live workers need up to one interval to beat again; give them two.
+if 0 < REAPER_HEARTBEAT_GRACE_SECONDS < 2 * WORKER_HEARTBEAT_SECONDS:
+    raise environ.ImproperlyConfigured(
+        "REAPER_HEARTBEAT_GRACE_SECONDS must be 0 (off) or at least twice WORKER_HEARTBEAT_SECONDS"
+    )
 RESULT_RETENTION_DAYS = env.int("RESULT_RETENTION_DAYS", default=0)
 # How long the dashboard waits for workers to answer a ping: every refresh waits this long,
 # and below about a second a busy worker's answer is often missed.

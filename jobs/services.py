@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import secrets
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -46,6 +47,11 @@ from webhooks.services import webhook_event_enqueue, webhook_subscription_clean
 logger = logging.getLogger(__name__)
 
 CANCEL_FLAG_TTL_SECONDS = 24 * 3600
+# A heartbeat key outlives its refresh by this many intervals, so one late beat is no death.
+HEARTBEAT_LIFETIME_BEATS = 3
+# When the reaper first saw this Redis dataset: after a restart or a flush, every heartbeat is
+# gone until live workers write theirs again, so missing ones mean nothing for a grace period.
+HEARTBEAT_WATCHED_SINCE_KEY = "jobs:heartbeat-watched-since"
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 # Compatible queued jobs a claim considers for a batch; enough to find every client's turn.
 BATCH_CANDIDATES = 200
@@ -54,14 +60,19 @@ JobId = uuid.UUID | str
 
 
 @functools.cache
-def _cancel_flags() -> redis.Redis:
-    """One client per process for the flags read on every denoising step: Django's cache
-    builds a new client object on each call, which cost more than the read itself."""
+def _job_keys() -> redis.Redis:
+    """One client per process for the jobs' Redis keys (cancel flags, heartbeats), read on every
+    denoising step: Django's cache builds a new client object on each call, which cost more
+    than the read itself. Thread-safe: the worker's heartbeat thread shares it."""
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
 def _cancel_flag_key(job_id: JobId) -> str:
     return f"jobs:cancel:{job_id}"
+
+
+def _heartbeat_key(job_id: JobId) -> str:
+    return f"jobs:heartbeat:{job_id}"
 
 
 def transition_job(*, job_id: JobId, to: str, where: Q | None = None, **fields: object) -> bool:
@@ -287,7 +298,7 @@ def job_cancel(*, job_id: JobId) -> GenerationJob:
             raise job_not_found()
         raise job_already_finished(job.status)
     transaction.on_commit(metrics.record_job_cancelled)
-    _cancel_flags().set(_cancel_flag_key(job_id), 1, ex=CANCEL_FLAG_TTL_SECONDS)
+    _job_keys().set(_cancel_flag_key(job_id), 1, ex=CANCEL_FLAG_TTL_SECONDS)
     job = GenerationJob.objects.get(pk=job_id)
     webhook_event_enqueue(job=job, event=WebhookEvent.CANCELLED)
     log_event(logger, "cancelled", job=job_id)
@@ -297,8 +308,18 @@ def job_cancel(*, job_id: JobId) -> GenerationJob:
 def cancelled_job_ids(*, job_ids: Sequence[JobId]) -> set[str]:
     """Which of these jobs were cancelled; one Redis round trip, cheap enough for every step."""
     keys = [_cancel_flag_key(job_id) for job_id in job_ids]
-    flags = _cancel_flags().mget(keys)
+    flags = _job_keys().mget(keys)
     return {str(job_id) for job_id, flag in zip(job_ids, flags, strict=True) if flag is not None}
+
+
+def job_record_heartbeat(*, job_ids: Sequence[JobId], worker_hostname: str) -> None:
+    """Marks running jobs as held by a live worker for ``HEARTBEAT_LIFETIME_BEATS`` heartbeat
+    intervals; one Redis round trip. The key names the worker, for an operator's ``redis-cli``."""
+    lifetime_ms = round(settings.WORKER_HEARTBEAT_SECONDS * HEARTBEAT_LIFETIME_BEATS * 1000)
+    pipeline = _job_keys().pipeline(transaction=False)
+    for job_id in job_ids:
+        pipeline.set(_heartbeat_key(job_id), worker_hostname, px=lifetime_ms)
+    pipeline.execute()
 
 
 @dataclass(frozen=True)
@@ -486,22 +507,39 @@ def reap_stale_jobs() -> ReapResult:
     """Handles ``running`` jobs whose worker is gone: re-queues each up to
     ``REAPER_MAX_REQUEUES`` times, then fails it as ``worker_lost``.
 
-    A job still running past the hard time limit plus a grace period has no live worker:
-    Celery kills a task at the hard limit, so nobody will ever finish it.
+    A job is lost when its heartbeat stopped (its worker process was killed, ran out of
+    memory or lost its machine) and it was claimed more than ``REAPER_HEARTBEAT_GRACE_SECONDS``
+    ago, or, whatever its heartbeat, when it is still running past the hard time limit plus
+    ``REAPER_GRACE_SECONDS``: Celery kills a task at the hard limit, so nobody will ever finish
+    it. The second rule is the backstop for when heartbeats cannot be read.
     """
-    cutoff = timezone.now() - timedelta(
-        seconds=settings.GENERATION_TIME_LIMIT + settings.REAPER_GRACE_SECONDS
+    now = timezone.now()
+    past_hard_limit = now - timedelta(seconds=settings.GENERATION_TIME_LIMIT + settings.REAPER_GRACE_SECONDS)
+    claimed_before = past_hard_limit
+    if settings.REAPER_HEARTBEAT_GRACE_SECONDS:
+        claimed_before = max(claimed_before, now - timedelta(seconds=settings.REAPER_HEARTBEAT_GRACE_SECONDS))
+    # Also the guard of each UPDATE below: a job re-claimed since this read started later.
+    same_claim = Q(started_at__lt=claimed_before)
+    running = GenerationJob.objects.filter(same_claim, status=JobStatus.RUNNING)
+    candidates = dict(running.values_list("pk", "requeue_count"))
+    beyond_hard_limit = set(running.filter(started_at__lt=past_hard_limit).values_list("pk", flat=True))
+    without_heartbeat = _jobs_without_heartbeat(
+        job_ids=[job_id for job_id in candidates if job_id not in beyond_hard_limit]
     )
-    stuck = Q(started_at__lt=cutoff)
-    stuck_jobs = GenerationJob.objects.filter(stuck, status=JobStatus.RUNNING)
     requeued = failed = 0
-    for job_id, requeue_count in stuck_jobs.values_list("pk", "requeue_count"):
+    for job_id, requeue_count in candidates.items():
+        if job_id in beyond_hard_limit:
+            rule = "hard_limit"
+        elif job_id in without_heartbeat:
+            rule = "heartbeat"
+        else:
+            continue
         if requeue_count < settings.REAPER_MAX_REQUEUES:
             with transaction.atomic():
                 if transition_job(
                     job_id=job_id,
                     to=JobStatus.QUEUED,
-                    where=stuck,
+                    where=same_claim,
                     requeue_count=F("requeue_count") + 1,
                     started_at=None,
                     worker_hostname="",
@@ -510,15 +548,40 @@ def reap_stale_jobs() -> ReapResult:
                 ):
                     transaction.on_commit(wake_gpu_worker)
                     requeued += 1
-                    logger.warning("job=%s event=requeued reason=worker_lost", job_id)
+                    logger.warning("job=%s event=requeued reason=worker_lost rule=%s", job_id, rule)
         elif job_fail(
             job_id=job_id,
             code=FailureCode.WORKER_LOST,
             message="The worker running this job stopped before finishing it.",
-            where=stuck,
+            where=same_claim,
         ):
             failed += 1
     return ReapResult(requeued=requeued, failed=failed)
+
+
+def _jobs_without_heartbeat(*, job_ids: Sequence[JobId]) -> set[JobId]:
+    """Which of these running jobs have no heartbeat, in one Redis round trip.
+
+    None, as far as the reaper can tell, while heartbeats cannot be trusted: Redis does not
+    answer, or the reaper has watched this Redis dataset for less than the grace (it was
+    restarted empty or flushed, and live workers may not have written theirs again yet).
+    """
+    if not job_ids or not settings.REAPER_HEARTBEAT_GRACE_SECONDS:
+        return set()
+    now = time.time()
+    pipeline = _job_keys().pipeline(transaction=False)
+    pipeline.set(HEARTBEAT_WATCHED_SINCE_KEY, now, nx=True)
+    pipeline.get(HEARTBEAT_WATCHED_SINCE_KEY)
+    pipeline.mget([_heartbeat_key(job_id) for job_id in job_ids])
+    try:
+        _, watched_since, heartbeats = pipeline.execute()
+    except redis.RedisError:
+        logger.warning("event=heartbeats_unreadable", exc_info=True)
+        return set()
+    if now - float(watched_since) < settings.REAPER_HEARTBEAT_GRACE_SECONDS:
+        logger.info("event=heartbeats_not_trusted_yet watched_seconds=%.0f", now - float(watched_since))
+        return set()
+    return {job_id for job_id, heartbeat in zip(job_ids, heartbeats, strict=True) if heartbeat is None}
 
 
 # Enough to drain any realistic backlog within a few reaper runs without flooding the broker.

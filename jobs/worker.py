@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import threading
 import time
 from collections.abc import Sequence
 
@@ -47,6 +48,43 @@ def get_engine() -> Engine:
             _engine.warm_up()
         logger.info("event=engine_ready seconds=%.2f", time.perf_counter() - started)
     return _engine
+
+
+class Heartbeat:
+    """Refreshes the heartbeat of a batch's jobs every ``WORKER_HEARTBEAT_SECONDS`` from a
+    daemon thread, from claim to the last stored file, so the reaper can tell a dead worker
+    from a slow one.
+
+    A thread rather than the step callback: text encoding, the VAE decode of a large batch, a
+    ``torch.compile`` recompile for a new size and writing PNGs to storage have no steps, and
+    one step of a full-size model on a slow GPU can itself take seconds. The thread needs the
+    GIL only for a moment per beat (torch releases it inside its kernels), adds nothing to a
+    step, and dies with the process: exactly the death the reaper looks for. Daemon, and never
+    joined: it must not delay a batch's end or the process's exit, even when Redis hangs.
+    """
+
+    def __init__(self, job_ids: Sequence[services.JobId], *, worker_hostname: str, interval: float) -> None:
+        self._job_ids = list(job_ids)
+        self._worker_hostname = worker_hostname
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat_until_stopped, name="job-heartbeat", daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stopped.set()
+
+    def _beat_until_stopped(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                services.job_record_heartbeat(job_ids=self._job_ids, worker_hostname=self._worker_hostname)
+            except Exception:
+                # The job goes on; if Redis stays away for three beats the reaper may re-queue it.
+                logger.warning("event=heartbeat_failed jobs=%d", len(self._job_ids), exc_info=True)
+            self._stopped.wait(self._interval)
 
 
 class ProgressReporter:
@@ -164,5 +202,10 @@ def process_next_batch(*, worker_hostname: str) -> int:
         worker_hostname=worker_hostname, max_images=settings.GENERATION_BATCH_IMAGES
     )
     if batch.jobs:
-        run_batch(batch.jobs)
+        with Heartbeat(
+            [job.pk for job in batch.jobs],
+            worker_hostname=worker_hostname,
+            interval=settings.WORKER_HEARTBEAT_SECONDS,
+        ):
+            run_batch(batch.jobs)
     return len(batch.jobs)

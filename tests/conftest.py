@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -132,6 +133,28 @@ class WorkerProcess:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+    def kill(self) -> None:
+        """SIGKILL to the worker and its pool process, as when its machine is lost. The parent
+        goes first, so that it cannot fork a replacement for the pool process."""
+        pool = child_pids(self.process.pid)
+        self.process.kill()
+        for pid in pool:
+            os.kill(pid, signal.SIGKILL)
+        self.process.wait()
+
+
+def child_pids(parent: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            state_and_after = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it exited meanwhile
+        if int(state_and_after[1]) == parent:
+            children.append(int(stat.parent.name))
+    return children
 
 
 def stop_process(process: subprocess.Popen[Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -16,8 +17,8 @@ from rest_framework.test import APIClient
 from config.celery import app as celery_app
 from jobs import selectors, services
 from jobs.models import FailureCode, GenerationJob, JobStatus
-from jobs.tasks import reap_stale_jobs_task
-from tests.conftest import WorkerProcess, wait_for
+from jobs.tasks import generate_task, reap_stale_jobs_task
+from tests.conftest import WorkerProcess, free_port, wait_for
 from tests.factories import GenerationJobFactory, JobImageFactory
 
 pytestmark = pytest.mark.django_db
@@ -35,6 +36,34 @@ def queued_for(job: GenerationJob, *, seconds: float) -> None:
 
 def flush_redis() -> None:
     redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def heartbeat_of(job: GenerationJob) -> bytes | None:
+    """The worker named by a job's heartbeat key (the key operators read with redis-cli)."""
+    value: bytes | None = redis_client().get(f"jobs:heartbeat:{job.pk}")
+    return value
+
+
+def reaper_watched_redis_for(*, seconds: float) -> None:
+    """As if the reaper had first seen this Redis dataset ``seconds`` ago."""
+    redis_client().set(services.HEARTBEAT_WATCHED_SINCE_KEY, time.time() - seconds)
+
+
+@pytest.fixture
+def heartbeats_trusted() -> None:
+    """The reaper has watched this Redis longer than the grace: a missing heartbeat counts."""
+    reaper_watched_redis_for(seconds=3600)
+
+
+def claimed(*, seconds_ago: float, **fields: object) -> GenerationJob:
+    """A running job some worker claimed ``seconds_ago`` and has written no heartbeat for."""
+    return GenerationJobFactory(
+        running=True, started_at=timezone.now() - timedelta(seconds=seconds_ago), **fields
+    )
 
 
 def lost_job(**fields: object) -> GenerationJob:
@@ -86,10 +115,11 @@ def test_reaper_without_requeues_fails_a_lost_job_at_once(settings: SettingsFixt
     assert (job.status, job.failure_code) == (JobStatus.FAILED, FailureCode.WORKER_LOST)
 
 
-def test_reaper_leaves_jobs_within_the_hard_limit_and_grace_and_finished_jobs_alone() -> None:
-    long_but_alive = GenerationJobFactory(
-        running=True, started_at=timezone.now() - timedelta(seconds=settings.GENERATION_TIME_LIMIT)
-    )
+def test_reaper_leaves_jobs_within_the_hard_limit_and_grace_and_finished_jobs_alone(
+    heartbeats_trusted: None,
+) -> None:
+    long_but_alive = claimed(seconds_ago=settings.GENERATION_TIME_LIMIT)
+    services.job_record_heartbeat(job_ids=[long_but_alive.pk], worker_hostname="gpu-1@test")
     finished_long_ago = GenerationJobFactory(completed=True, started_at=past_the_hard_limit_and_grace())
 
     result = services.reap_stale_jobs()
@@ -97,6 +127,102 @@ def test_reaper_leaves_jobs_within_the_hard_limit_and_grace_and_finished_jobs_al
     assert result == services.ReapResult(requeued=0, failed=0)
     assert GenerationJob.objects.get(pk=long_but_alive.pk).status == JobStatus.RUNNING
     assert GenerationJob.objects.get(pk=finished_long_ago.pk).status == JobStatus.COMPLETED
+
+
+def test_reaper_requeues_a_running_job_whose_heartbeat_stopped_long_before_the_hard_limit(
+    heartbeats_trusted: None,
+) -> None:
+    job = claimed(seconds_ago=settings.REAPER_HEARTBEAT_GRACE_SECONDS + 1, progress_step=3, progress_total=4)
+
+    result = services.reap_stale_jobs()
+
+    job.refresh_from_db()
+    assert result == services.ReapResult(requeued=1, failed=0)
+    assert (job.status, job.requeue_count, job.worker_hostname, job.started_at) == (
+        JobStatus.QUEUED,
+        1,
+        "",
+        None,
+    )
+    assert (job.progress_step, job.progress_total) == (0, 0)
+
+
+def test_reaper_fails_a_job_whose_heartbeat_stopped_again_as_worker_lost(heartbeats_trusted: None) -> None:
+    job = claimed(seconds_ago=settings.REAPER_HEARTBEAT_GRACE_SECONDS + 1, requeue_count=1)
+
+    result = services.reap_stale_jobs()
+
+    job.refresh_from_db()
+    assert result == services.ReapResult(requeued=0, failed=1)
+    assert (job.status, job.failure_code) == (JobStatus.FAILED, FailureCode.WORKER_LOST)
+
+
+def test_reaper_leaves_a_job_whose_worker_still_beats_alone(heartbeats_trusted: None) -> None:
+    job = claimed(seconds_ago=settings.REAPER_HEARTBEAT_GRACE_SECONDS + 1)
+    services.job_record_heartbeat(job_ids=[job.pk], worker_hostname="gpu-alive@test")
+
+    result = services.reap_stale_jobs()
+
+    assert result == services.ReapResult(requeued=0, failed=0)
+    assert GenerationJob.objects.get(pk=job.pk).status == JobStatus.RUNNING
+    assert heartbeat_of(job) == b"gpu-alive@test"
+
+
+def test_reaper_gives_a_just_claimed_job_the_grace_to_write_its_first_heartbeat(
+    heartbeats_trusted: None,
+) -> None:
+    job = claimed(seconds_ago=settings.REAPER_HEARTBEAT_GRACE_SECONDS - 10)
+
+    assert services.reap_stale_jobs() == services.ReapResult(requeued=0, failed=0)
+    assert GenerationJob.objects.get(pk=job.pk).status == JobStatus.RUNNING
+
+
+def test_reaper_counts_missing_heartbeats_only_once_it_has_watched_a_restarted_redis_for_the_grace() -> None:
+    # Redis restarted empty: every live worker's heartbeat is gone until its next beat.
+    flush_redis()
+    job = claimed(seconds_ago=settings.REAPER_HEARTBEAT_GRACE_SECONDS + 1)
+
+    right_after_the_restart = services.reap_stale_jobs()
+    reaper_watched_redis_for(seconds=settings.REAPER_HEARTBEAT_GRACE_SECONDS - 1)
+    almost_a_grace_later = services.reap_stale_jobs()
+    reaper_watched_redis_for(seconds=settings.REAPER_HEARTBEAT_GRACE_SECONDS + 1)
+    a_grace_later = services.reap_stale_jobs()
+
+    assert (right_after_the_restart.requeued, almost_a_grace_later.requeued, a_grace_later.requeued) == (
+        0,
+        0,
+        1,
+    )
+    assert GenerationJob.objects.get(pk=job.pk).status == JobStatus.QUEUED
+
+
+def test_reaper_still_reaps_past_the_hard_limit_when_redis_cannot_be_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unreachable = redis.Redis(port=free_port(), socket_connect_timeout=1)
+    monkeypatch.setattr(services, "_job_keys", lambda: unreachable)
+    lost = lost_job()
+    quiet = claimed(seconds_ago=settings.REAPER_HEARTBEAT_GRACE_SECONDS + 1)
+
+    result = services.reap_stale_jobs()
+
+    assert result == services.ReapResult(requeued=1, failed=0)
+    assert GenerationJob.objects.get(pk=lost.pk).status == JobStatus.QUEUED
+    assert GenerationJob.objects.get(pk=quiet.pk).status == JobStatus.RUNNING
+
+
+def test_heartbeat_grace_zero_leaves_lost_jobs_to_the_hard_limit(
+    settings: SettingsFixture, heartbeats_trusted: None
+) -> None:
+    settings.REAPER_HEARTBEAT_GRACE_SECONDS = 0
+    quiet = claimed(seconds_ago=settings.GENERATION_TIME_LIMIT)
+    lost = lost_job()
+
+    result = services.reap_stale_jobs()
+
+    assert result == services.ReapResult(requeued=1, failed=0)
+    assert GenerationJob.objects.get(pk=quiet.pk).status == JobStatus.RUNNING
+    assert GenerationJob.objects.get(pk=lost.pk).status == JobStatus.QUEUED
 
 
 def test_republish_sends_only_the_wakeups_that_are_missing_for_jobs_waiting_long_enough() -> None:
@@ -233,3 +359,75 @@ def test_queued_job_whose_wakeup_vanished_is_republished_and_completes(gpu_worke
 
     assert services.republish_queued_jobs() == 1
     wait_for(lambda: status() == JobStatus.COMPLETED, timeout=60)
+
+
+# A worker that beats every second (its key lives 3 s), and a reaper with a 2 s grace.
+FAST_HEARTBEAT = {"WORKER_HEARTBEAT_SECONDS": "1"}
+FAST_HEARTBEAT_GRACE_SECONDS = 2
+
+
+def worker_of_its_own(name: str) -> WorkerProcess:
+    """A GPU worker on a queue of its own, so that only the wake-ups a test sends reach it."""
+    return WorkerProcess(
+        name=name, queues=f"gpu-{name}", extra_env={"GENERATION_QUEUE": f"gpu-{name}", **FAST_HEARTBEAT}
+    )
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_job_of_a_killed_worker_is_requeued_once_its_heartbeat_expires_and_a_live_worker_completes_it(
+    gpu_worker: WorkerProcess, settings: SettingsFixture
+) -> None:
+    settings.REAPER_HEARTBEAT_GRACE_SECONDS = FAST_HEARTBEAT_GRACE_SECONDS
+    doomed = worker_of_its_own("doomed")
+    try:
+        doomed.wait_ready()
+        # Seconds on a CPU: long enough to be killed mid-job, short enough to run again.
+        job = GenerationJobFactory(width=128, height=128, steps=100)
+        generate_task.apply_async(queue="gpu-doomed")
+        wait_for(lambda: heartbeat_of(job) == doomed.hostname.encode())
+        doomed.kill()
+    finally:
+        doomed.stop()
+    job.refresh_from_db()
+    assert (job.status, job.worker_hostname) == (JobStatus.RUNNING, doomed.hostname)
+    reaper_watched_redis_for(seconds=3600)
+
+    wait_for(lambda: heartbeat_of(job) is None, timeout=30)
+    assert services.reap_stale_jobs().requeued == 1
+
+    wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == JobStatus.COMPLETED, timeout=120)
+    job.refresh_from_db()
+    assert (job.worker_hostname, job.requeue_count, job.images.count()) == (gpu_worker.hostname, 1, 1)
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_slow_job_on_a_live_worker_is_not_reaped_after_the_grace_while_its_worker_beats(
+    tiny_model_dir: Any, settings: SettingsFixture
+) -> None:
+    settings.REAPER_HEARTBEAT_GRACE_SECONDS = FAST_HEARTBEAT_GRACE_SECONDS
+    # Past the grace and two lifetimes of a heartbeat key: only refreshed keys are still there.
+    watch_seconds = FAST_HEARTBEAT_GRACE_SECONDS + 2 * 3
+    slow = worker_of_its_own("slow")
+    try:
+        slow.wait_ready()
+        reaper_watched_redis_for(seconds=3600)
+        # Far longer than the watch on any CPU; cancelled once the test has seen enough.
+        job = GenerationJobFactory(width=512, height=512, steps=100)
+        generate_task.apply_async(queue="gpu-slow")
+        wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == JobStatus.RUNNING)
+        job.refresh_from_db()
+        assert job.started_at is not None
+        watched_until = job.started_at + timedelta(seconds=watch_seconds)
+        results = []
+        while timezone.now() < watched_until:
+            results.append(services.reap_stale_jobs())
+            time.sleep(0.5)
+        job.refresh_from_db()
+        assert (job.status, job.worker_hostname, job.requeue_count) == (JobStatus.RUNNING, slow.hostname, 0)
+        assert set(results) == {services.ReapResult(requeued=0, failed=0)}
+        assert heartbeat_of(job) == slow.hostname.encode()
+        services.job_cancel(job_id=job.pk)
+    finally:
+        slow.stop()

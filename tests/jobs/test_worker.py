@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ from PIL import Image
 from generator.engine import Engine
 from jobs import services, worker
 from jobs.models import FailureCode, GenerationJob, JobStatus
+from tests.conftest import wait_for
 from tests.factories import GenerationJobFactory
 
 pytestmark = pytest.mark.django_db
@@ -199,3 +201,20 @@ def test_prompt_beyond_the_token_window_completes_with_a_truncation_warning(warm
     job.refresh_from_db()
     assert job.status == JobStatus.COMPLETED
     assert job.warnings == ["prompt_truncated"]
+
+
+def test_heartbeat_keeps_the_batch_keys_alive_while_the_batch_runs_and_lets_them_expire_after(
+    settings: Any,
+) -> None:
+    settings.WORKER_HEARTBEAT_SECONDS = 0.5  # each key lives 1.5 s unless refreshed
+    jobs = [GenerationJobFactory(running=True) for _ in range(2)]
+    keys = [f"jobs:heartbeat:{job.pk}" for job in jobs]
+    client = services._job_keys()
+
+    with worker.Heartbeat([job.pk for job in jobs], worker_hostname="gpu-9@test", interval=0.5):
+        wait_for(lambda: client.exists(*keys) == 2, timeout=10)
+        time.sleep(3)  # two lifetimes: only refreshed keys are still there
+        during = client.mget(keys)
+    wait_for(lambda: client.exists(*keys) == 0, timeout=10)
+
+    assert during == [b"gpu-9@test", b"gpu-9@test"]

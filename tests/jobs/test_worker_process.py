@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from jobs.models import FailureCode, GenerationJob, JobStatus
 from jobs.tasks import generate_task
@@ -89,3 +90,25 @@ def test_soft_time_limit_fails_the_job_with_timeout_and_the_worker_takes_the_nex
     too_slow.refresh_from_db()
     assert too_slow.failure_code == FailureCode.TIMEOUT
     assert too_slow.worker_hostname == short_worker.hostname
+
+
+def test_sigterm_lets_the_running_batch_finish_and_then_the_worker_exits(tiny_model_dir: Any) -> None:
+    stopping = WorkerProcess(
+        name="stopping", queues="gpu-stopping", extra_env={"GENERATION_QUEUE": "gpu-stopping"}
+    )
+    try:
+        stopping.wait_ready()
+        # Seconds on a CPU: still running when the signal comes.
+        job = GenerationJobFactory(width=128, height=128, steps=100)
+        generate_task.apply_async(queue="gpu-stopping")
+        wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == JobStatus.RUNNING)
+        signalled_at = timezone.now()
+        stopping.process.terminate()  # warm shutdown
+        exit_code = stopping.process.wait(timeout=120)
+    finally:
+        stopping.stop()
+
+    job.refresh_from_db()
+    assert exit_code == 0
+    assert (job.status, job.requeue_count, job.images.count()) == (JobStatus.COMPLETED, 0, 1)
+    assert job.finished_at is not None and job.finished_at > signalled_at
