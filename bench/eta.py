@@ -94,9 +94,13 @@ def main() -> None:
     try:
         run(args)
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
-        redis.terminate()
+        for process in (worker, redis):
+            process.terminate()
+            try:
+                # A warm shutdown can take ~32 s (a Celery race, see README "Stopping a GPU worker").
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def run(args: argparse.Namespace) -> None:
