@@ -78,13 +78,9 @@ def lost_job(**fields: object) -> GenerationJob:
     )
 
 
-def test_reaper_requeues_a_job_whose_worker_was_lost_the_first_time() -> None:
-    job = lost_job()
-
-    result = services.reap_stale_jobs()
-
+def assert_queued_again_once(job: GenerationJob) -> None:
+    """Back in the queue as if never claimed, with the re-queue counted."""
     job.refresh_from_db()
-    assert result == services.ReapResult(requeued=1, failed=0)
     assert (job.status, job.requeue_count, job.worker_hostname, job.started_at) == (
         JobStatus.QUEUED,
         1,
@@ -92,6 +88,15 @@ def test_reaper_requeues_a_job_whose_worker_was_lost_the_first_time() -> None:
         None,
     )
     assert (job.progress_step, job.progress_total) == (0, 0)
+
+
+def test_reaper_requeues_a_job_whose_worker_was_lost_the_first_time() -> None:
+    job = lost_job()
+
+    result = services.reap_stale_jobs()
+
+    assert result == services.ReapResult(requeued=1, failed=0)
+    assert_queued_again_once(job)
 
 
 def test_reaper_fails_a_job_whose_worker_was_lost_again_as_worker_lost() -> None:
@@ -136,15 +141,8 @@ def test_reaper_requeues_a_running_job_whose_heartbeat_stopped_long_before_the_h
 
     result = services.reap_stale_jobs()
 
-    job.refresh_from_db()
     assert result == services.ReapResult(requeued=1, failed=0)
-    assert (job.status, job.requeue_count, job.worker_hostname, job.started_at) == (
-        JobStatus.QUEUED,
-        1,
-        "",
-        None,
-    )
-    assert (job.progress_step, job.progress_total) == (0, 0)
+    assert_queued_again_once(job)
 
 
 def test_reaper_fails_a_job_whose_heartbeat_stopped_again_as_worker_lost(heartbeats_trusted: None) -> None:
