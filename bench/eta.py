@@ -94,13 +94,20 @@ def main() -> None:
     try:
         run(args)
     finally:
-        for process in (worker, redis):
-            process.terminate()
-            try:
-                # A warm shutdown can take ~32 s (a Celery race, see README "Stopping a GPU worker").
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(worker, redis)
+
+
+def stop_processes(*processes: subprocess.Popen[bytes] | None) -> None:
+    """Terminates each started process in turn, killing one that will not exit."""
+    for process in processes:
+        if process is None:
+            continue
+        process.terminate()
+        try:
+            # A warm shutdown can take ~32 s (a Celery race, see README "Stopping a GPU worker").
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def run(args: argparse.Namespace) -> None:

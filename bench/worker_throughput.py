@@ -17,7 +17,6 @@ import argparse
 import itertools
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+from eta import start_redis, stop_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -36,12 +37,6 @@ PROMPTS = [
     "an astronaut riding a horse",
     "a bowl of ramen, studio lighting",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -159,21 +154,7 @@ def main() -> None:
         args.steps = 25 if args.steps == 10 else args.steps
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-    redis_port = free_port()
-    redis = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(redis_port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    redis = start_redis(workdir)
     worker: subprocess.Popen[bytes] | None = None
     try:
         if args.model:
@@ -187,7 +168,6 @@ def main() -> None:
 
                 build_tiny_model(Path(model))
         env = {
-            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
             "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
             "MEDIA_ROOT": str(workdir / "media"),
             "GENERATOR_MODEL": model,
@@ -344,14 +324,7 @@ def main() -> None:
         )
         print(f"worker RSS: {rss_start:.0f} MiB at start, {rss_end:.0f} MiB after {total_jobs} jobs")
     finally:
-        for process in (worker, redis):
-            if process is None:
-                continue
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(worker, redis)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
