@@ -25,6 +25,7 @@ from rest_framework.test import APIClient
 from config.celery import app as celery_app
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+WORKER_SCRIPT = str(Path(__file__).resolve().parent.parent / "scripts" / "worker.sh")
 
 
 @pytest.fixture(scope="session")
@@ -81,34 +82,22 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 60.0, interval: f
 
 
 class WorkerProcess:
+    """``scripts/worker.sh`` on a queue and host of the test's own, one pool process."""
+
     def __init__(
-        self, *, extra_env: dict[str, str] | None = None, name: str = "gpu", queues: str = "gpu"
+        self,
+        *,
+        extra_env: dict[str, str] | None = None,
+        kind: str = "gpu",
+        name: str = "gpu",
+        queues: str = "gpu",
     ) -> None:
         self.hostname = f"{name}-{uuid.uuid4().hex[:8]}@test"
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_path = ARTIFACTS / f"worker-{self.hostname.split('@')[0]}.log"
         env = {**os.environ, "DATABASE_URL": _database_url(), "GENERATOR_WARMUP": "0", **(extra_env or {})}
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--queues",
-                queues,
-                "--concurrency",
-                "1",
-                "--pool",
-                "prefork",
-                "--hostname",
-                self.hostname,
-                "--loglevel",
-                "INFO",
-                "--without-gossip",
-                "--without-mingle",
-            ],
+            [WORKER_SCRIPT, kind, "--queues", queues, "--concurrency", "1", "--hostname", self.hostname],
             env=env,
             stdout=self.log_path.open("w"),
             stderr=subprocess.STDOUT,

@@ -126,6 +126,7 @@ def webhooks_worker(gpu_worker: WorkerProcess) -> Iterator[WorkerProcess]:
     webhooks queue, so any delivery it makes proves the task was routed there.
     """
     worker = WorkerProcess(
+        kind="webhooks",
         name="webhooks",
         queues="webhooks",
         extra_env={
