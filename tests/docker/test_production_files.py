@@ -7,12 +7,12 @@ from __future__ import annotations
 import re
 import shlex
 import tomllib
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
+
 DOCKER = ROOT / "docker"
 # Read by programs other than ours: boto3 (credentials) and the postgres image.
 READ_ELSEWHERE = {
