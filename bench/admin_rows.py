@@ -75,43 +75,14 @@ def seed(rows: int) -> None:
     ops = connection.ops
     pk = GenerationJob._meta.pk
     assert pk is not None
-    columns = [
-        "id",
-        "prompt",
-        "negative_prompt",
-        "width",
-        "height",
-        "steps",
-        "guidance_scale",
-        "seed",
-        "scheduler",
-        "num_images",
-        "model_name",
-        "status",
-        "progress_step",
-        "progress_total",
-        "failure_code",
-        "failure_message",
-        "warnings",
-        "client_ip",
-        "client_network",
-        "worker_hostname",
-        "created_at",
-        "updated_at",
-        "started_at",
-        "finished_at",
-        "requeue_count",
-    ]
-    # Columns not set here (added by other features) get their defaults, as an ORM insert would.
-    fields = {str(field.column): field for field in GenerationJob._meta.concrete_fields}
-    rest = [column for column in fields if column not in columns]
-    rest_values = tuple(
-        fields[column].get_db_prep_save(fields[column].get_default(), connection) for column in rest
-    )
-    columns += rest
+    # Columns not set below (added by other features) get their defaults, as an ORM insert would.
+    fields = GenerationJob._meta.concrete_fields
+    defaults = {
+        str(field.column): field.get_db_prep_save(field.get_default(), connection) for field in fields
+    }
     sql = (
-        f"INSERT INTO {GenerationJob._meta.db_table} ({', '.join(columns)}) "
-        f"VALUES ({', '.join(['%s'] * len(columns))})"
+        f"INSERT INTO {GenerationJob._meta.db_table} ({', '.join(defaults)}) "
+        f"VALUES ({', '.join(['%s'] * len(defaults))})"
     )
     rng = random.Random(7)
     now = datetime.now(UTC)
@@ -137,36 +108,29 @@ def seed(rows: int) -> None:
             worker = rng.choice(WORKERS)
             begun = created + timedelta(seconds=rng.uniform(0.1, 30))
             finished = begun + timedelta(seconds=rng.lognormvariate(1.5, 0.5))
-        batch.append(
-            (
-                pk.get_db_prep_value(uuid.UUID(int=rng.getrandbits(128), version=4), connection),
-                f"{rng.choice(SUBJECTS)}, {rng.choice(STYLES)}, variation {n}",
-                "",
-                512,
-                512,
-                25,
-                7.5,
-                rng.getrandbits(32),
-                "default",
-                1,
-                "bench",
-                status,
-                25 if begun else 0,
-                25 if begun else 0,
-                code,
-                "bench" if code else "",
-                "[]",
-                ip,
-                ip,  # an IPv4 client's network is its address
-                worker,
-                ops.adapt_datetimefield_value(created),
-                ops.adapt_datetimefield_value(finished or created),
-                ops.adapt_datetimefield_value(begun),
-                ops.adapt_datetimefield_value(finished),
-                0,
-                *rest_values,
-            )
-        )
+        values = {
+            "id": pk.get_db_prep_value(uuid.UUID(int=rng.getrandbits(128), version=4), connection),
+            "prompt": f"{rng.choice(SUBJECTS)}, {rng.choice(STYLES)}, variation {n}",
+            "width": 512,
+            "height": 512,
+            "steps": 25,
+            "guidance_scale": 7.5,
+            "seed": rng.getrandbits(32),
+            "model_name": "bench",
+            "status": status,
+            "progress_step": 25 if begun else 0,
+            "progress_total": 25 if begun else 0,
+            "failure_code": code,
+            "failure_message": "bench" if code else "",
+            "client_ip": ip,
+            "client_network": ip,  # an IPv4 client's network is its address
+            "worker_hostname": worker,
+            "created_at": ops.adapt_datetimefield_value(created),
+            "updated_at": ops.adapt_datetimefield_value(finished or created),
+            "started_at": ops.adapt_datetimefield_value(begun),
+            "finished_at": ops.adapt_datetimefield_value(finished),
+        }
+        batch.append(tuple(values.get(column, default) for column, default in defaults.items()))
         if len(batch) == 50_000 or n == rows - 1:
             with transaction.atomic(), connection.cursor() as cursor:
                 cursor.executemany(sql, batch)

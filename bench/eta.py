@@ -45,16 +45,15 @@ def start_redis(run_dir: Path) -> subprocess.Popen[bytes]:
     raise SystemExit("redis-server did not start")
 
 
-def start_worker(run_dir: Path, *, queue: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    run_dir: Path, *, queue: str, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """``scripts/worker.sh gpu`` with one pool process, logging to ``run_dir/worker.log``."""
     log = (run_dir / "worker.log").open("w")
     return subprocess.Popen(
-        [
-            *(sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", queue),
-            *("--concurrency", "1", "--pool", "prefork", "--hostname", "gpu-bench@eta"),
-            *("--without-gossip", "--without-mingle"),
-        ],
+        [str(ROOT / "scripts" / "worker.sh"), "gpu", "--queues", queue, "--concurrency", "1"],
         cwd=ROOT,
-        env=os.environ.copy(),
+        env={**os.environ, **(extra_env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

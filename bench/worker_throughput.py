@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from eta import start_redis, stop_processes
+from eta import start_redis, start_worker, stop_processes
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -193,26 +193,8 @@ def main() -> None:
         from jobs.models import GenerationJob, JobStatus
 
         log_path = workdir / "worker.log"
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "-Q",
-                "gpu",
-                "-c",
-                "1",
-                "--loglevel",
-                "INFO",
-            ],
-            cwd=ROOT,
-            env={**os.environ, "LOG_LEVEL": "INFO"},
-            stdout=log_path.open("w"),
-            stderr=subprocess.STDOUT,
-        )
+        # INFO: the worker logs event=engine_ready, which is waited for below.
+        worker = start_worker(workdir, queue="gpu", extra_env={"LOG_LEVEL": "INFO"})
         while "event=engine_ready" not in log_path.read_text():
             if worker.poll() is not None:
                 raise SystemExit(f"worker died, see {log_path}")

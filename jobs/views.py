@@ -18,7 +18,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.text import slugify
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
-from django_htmx.http import push_url, reswap, retarget, trigger_client_event
+from django_htmx.http import HttpResponseStopPolling, push_url, reswap, retarget, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
 from jobs import selectors, services
@@ -38,8 +38,6 @@ class HtmxHttpRequest(HttpRequest):
 
 RECENT_SESSION_KEY = "recent_job_ids"
 RECENT_LIMIT = 12
-# htmx stops an `every` poll when the response has this status.
-HTMX_STOP_POLLING = 286
 POLL_SECONDS = 1
 RECENT_CHANGED_EVENT = "recent-changed"
 
@@ -198,16 +196,15 @@ def _error_context(error: JobError | None) -> dict[str, Any] | None:
 
 
 def _job_partial(
-    request: HtmxHttpRequest, job: GenerationJob, *, with_recent: bool, status: int = 200
+    request: HtmxHttpRequest, job: GenerationJob, *, with_recent: bool, stop_polling: bool = False
 ) -> HttpResponse:
     """The job panel; with ``with_recent`` it also tells the recent list to reload itself.
 
     An event rather than an out-of-band swap: a poll and a cancel can cross, and the later
     answer then lands on a panel already replaced, where an out-of-band swap finds no target.
     """
-    response = HttpResponse(
-        render_to_string("jobs/_job.html", _job_context(job), request=request), status=status
-    )
+    response_class = HttpResponseStopPolling if stop_polling else HttpResponse
+    response = response_class(render_to_string("jobs/_job.html", _job_context(job), request=request))
     return trigger_client_event(response, RECENT_CHANGED_EVENT) if with_recent else response
 
 
@@ -254,7 +251,7 @@ def job_status(request: HtmxHttpRequest, job_id: uuid.UUID) -> HttpResponse:
         return reswap(_with_retry_after(HttpResponse(status=error.http_status), error), "none")
     job = _job_or_404(job_id)
     if job.is_terminal:
-        return _job_partial(request, job, with_recent=True, status=HTMX_STOP_POLLING)
+        return _job_partial(request, job, with_recent=True, stop_polling=True)
     return _job_partial(request, job, with_recent=False)
 
 

@@ -1,4 +1,4 @@
-"""Standard Webhooks signatures: ``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body``.
+"""Standard Webhooks signatures, made by the standard's own library (``standardwebhooks``).
 
 Secrets are in the ``whsec_<base64>`` form. Several secrets give several space-separated
 signatures, which the spec allows, so receivers can move to a new secret without downtime.
@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import hmac
 from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from standardwebhooks.webhooks import Webhook
 
 SECRET_PREFIX = "whsec_"
 
@@ -29,8 +30,7 @@ def secret_key(secret: str) -> bytes:
 
 
 def signature_header(*, secrets: Sequence[str], webhook_id: str, timestamp: int, body: bytes) -> str:
-    signed = f"{webhook_id}.{timestamp}.".encode() + body
+    signed_at = datetime.fromtimestamp(timestamp, tz=UTC)
     return " ".join(
-        "v1," + base64.b64encode(hmac.new(secret_key(secret), signed, hashlib.sha256).digest()).decode()
-        for secret in secrets
+        Webhook(secret_key(secret)).sign(webhook_id, signed_at, body.decode()) for secret in secrets
     )

@@ -17,8 +17,9 @@ from jobs import services
 from jobs.errors import JobError
 from jobs.models import FailureCode, GenerationJob, JobStatus
 from ratelimit.models import BlockedNetwork
-from tests.conftest import WorkerProcess, wait_for
 from tests.factories import GenerationJobFactory, JobImageFactory
+from tests.support.processes import WorkerProcess
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.django_db
 

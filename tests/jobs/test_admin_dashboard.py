@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from jobs import selectors
 from jobs.models import FailureCode, GenerationJob
-from tests.conftest import WorkerProcess
 from tests.factories import GenerationJobFactory
+from tests.support.processes import WorkerProcess
 
 DASHBOARD = reverse("admin:jobs_generationjob_dashboard")
 

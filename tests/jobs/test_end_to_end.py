@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.conftest import WorkerProcess, http_json, wait_for
+from tests.support.processes import WorkerProcess
+from tests.support.waits import http_json, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

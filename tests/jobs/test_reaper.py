@@ -18,8 +18,10 @@ from config.celery import app as celery_app
 from jobs import selectors, services
 from jobs.models import FailureCode, GenerationJob, JobStatus
 from jobs.tasks import generate_task, reap_stale_jobs_task
-from tests.conftest import WorkerProcess, free_port, wait_for
 from tests.factories import GenerationJobFactory, JobImageFactory
+from tests.support.processes import WorkerProcess, free_port
+from tests.support.redis_state import redis_client
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -35,11 +37,7 @@ def queued_for(job: GenerationJob, *, seconds: float) -> None:
 
 
 def flush_redis() -> None:
-    redis.Redis.from_url(settings.REDIS_URL).flushdb()
-
-
-def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL)
+    redis_client().flushdb()
 
 
 def heartbeat_of(job: GenerationJob) -> bytes | None:

@@ -15,7 +15,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from tests.conftest import WebProcess, WorkerProcess, http_json, wait_for
+from tests.support.processes import WebProcess, WorkerProcess
+from tests.support.waits import http_json, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

@@ -16,8 +16,8 @@ from PIL import Image
 from generator.engine import Engine
 from jobs import services, worker
 from jobs.models import FailureCode, GenerationJob, JobStatus
-from tests.conftest import wait_for
 from tests.factories import GenerationJobFactory
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.django_db
 

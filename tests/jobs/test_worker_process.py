@@ -9,8 +9,9 @@ from django.utils import timezone
 
 from jobs.models import FailureCode, GenerationJob, JobStatus
 from jobs.tasks import generate_task
-from tests.conftest import WorkerProcess, http_json, wait_for
 from tests.factories import GenerationJobFactory
+from tests.support.processes import WorkerProcess
+from tests.support.waits import http_json, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

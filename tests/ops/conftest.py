@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import pytest
-import redis
-from django.conf import settings
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops.metrics import JOB_COUNTERS_KEY, RATE_LIMIT_HITS_KEY
+from tests.support.redis_state import redis_client
 
 
 @pytest.fixture(autouse=True)
 def metric_counters_cleared() -> None:
     # Every test shares one Redis, and jobs finished in earlier tests were counted in it.
-    redis.Redis.from_url(settings.REDIS_URL).delete(JOB_COUNTERS_KEY, RATE_LIMIT_HITS_KEY)
+    redis_client().delete(JOB_COUNTERS_KEY, RATE_LIMIT_HITS_KEY)
 
 
 def metric_samples(text: str) -> dict[str, float]:

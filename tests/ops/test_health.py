@@ -12,7 +12,8 @@ import pytest
 import redis
 from django.test import Client
 
-from tests.conftest import free_port, wait_for
+from tests.support.processes import free_port
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.django_db
 

@@ -12,9 +12,10 @@ from rest_framework.test import APIClient
 
 from jobs import services
 from jobs.models import FailureCode
-from tests.conftest import WebProcess, WorkerProcess, http_json, wait_for
 from tests.factories import GenerationJobFactory, JobImageFactory
 from tests.ops.conftest import metric_samples
+from tests.support.processes import WebProcess, WorkerProcess
+from tests.support.waits import http_json, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

@@ -14,8 +14,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import ARTIFACTS, _database_url, stop_process, wait_for
 from tests.ratelimit.helpers import VALID, fresh_window_client
+from tests.support.paths import ARTIFACTS
+from tests.support.processes import database_url, stop_process
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,7 +33,7 @@ class ServerProcess:
         ARTIFACTS.mkdir(exist_ok=True)
         env = {
             **os.environ,
-            "DATABASE_URL": _database_url(),
+            "DATABASE_URL": database_url(),
             # Per hour rather than minute, so that server starts, however slow, stay in one window.
             "SUBMIT_RATE": "8/h",
             "SUBMIT_MAX_ACTIVE_JOBS": "100",

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import WorkerProcess
+from tests.support.processes import WorkerProcess
 
 # 32 fixed bytes: tests verify signatures with this, so the worker must sign with it too.
 TEST_SECRET = "whsec_dGVzdC1zZWNyZXQtZm9yLXdlYmhvb2stc2lnbmF0dXJlcw=="
@@ -126,6 +126,7 @@ def webhooks_worker(gpu_worker: WorkerProcess) -> Iterator[WorkerProcess]:
     webhooks queue, so any delivery it makes proves the task was routed there.
     """
     worker = WorkerProcess(
+        kind="webhooks",
         name="webhooks",
         queues="webhooks",
         extra_env={

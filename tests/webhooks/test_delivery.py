@@ -24,8 +24,8 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
 from jobs.models import GenerationJob, JobStatus
-from tests.conftest import wait_for
 from tests.factories import GenerationJobFactory, WebhookDeliveryFactory
+from tests.support.waits import wait_for
 from tests.webhooks.conftest import TEST_SECRET, Receiver
 from webhooks.models import AttemptError, DeliveryStatus, WebhookDelivery
 from webhooks.services import webhook_delivery_attempt

@@ -29,24 +29,14 @@ def completed_payload(capture: CaptureCallbacks) -> dict[str, Any]:
     return data
 
 
-def test_payload_urls_are_absolute_with_a_public_base_url(
-    settings: Any, django_capture_on_commit_callbacks: CaptureCallbacks
+@pytest.mark.parametrize("public_base_url", ["https://imagegen.example.com", ""])
+def test_payload_urls_start_with_the_public_base_url_and_stay_relative_without_one(
+    public_base_url: str, settings: Any, django_capture_on_commit_callbacks: CaptureCallbacks
 ) -> None:
-    settings.PUBLIC_BASE_URL = "https://imagegen.example.com"
+    settings.PUBLIC_BASE_URL = public_base_url
 
     data = completed_payload(django_capture_on_commit_callbacks)
 
-    assert data["status_url"] == f"https://imagegen.example.com/api/v1/jobs/{data['id']}"
-    assert data["images"][0]["url"].startswith("https://imagegen.example.com/media/")
+    assert data["status_url"] == f"{public_base_url}/api/v1/jobs/{data['id']}"
+    assert data["images"][0]["url"].startswith(f"{public_base_url}/media/")
     assert data["image_url"] == data["images"][0]["url"]
-
-
-def test_payload_urls_stay_relative_without_one(
-    settings: Any, django_capture_on_commit_callbacks: CaptureCallbacks
-) -> None:
-    settings.PUBLIC_BASE_URL = ""
-
-    data = completed_payload(django_capture_on_commit_callbacks)
-
-    assert data["status_url"] == f"/api/v1/jobs/{data['id']}"
-    assert data["images"][0]["url"].startswith("/media/")

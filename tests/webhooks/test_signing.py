@@ -32,6 +32,16 @@ def test_signature_verifies_with_the_standardwebhooks_library() -> None:
     assert payload["type"] == "job.completed"
 
 
+def test_signature_header_is_byte_for_byte_what_earlier_releases_sent() -> None:
+    header = signature_header(
+        secrets=[TEST_SECRET, OLD_SECRET], webhook_id="msg_1", timestamp=1767225600, body=BODY
+    )
+
+    assert header == (
+        "v1,aktT2QMmTGSUGHvys67i8ggTm/Lfu2FpTiBHyz5SRio= v1,j8l1SmhWrvfaphdWgxhHopPNXmIeqVFKZRrzh3AaRcw="
+    )
+
+
 def test_tampered_body_fails_verification() -> None:
     headers = signed_headers(timestamp=int(time.time()))
 

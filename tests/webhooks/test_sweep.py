@@ -10,15 +10,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-import redis
 from django.conf import settings
 from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from config.celery import app as celery_app
 from ops.metrics import WEBHOOK_RESENDS_KEY, job_registry
-from tests.conftest import WorkerProcess, free_port, wait_for
 from tests.factories import WebhookDeliveryFactory
+from tests.support.processes import WorkerProcess, free_port
+from tests.support.redis_state import redis_client
+from tests.support.waits import wait_for
 from tests.webhooks.conftest import Receiver
 from webhooks import selectors, services
 from webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
@@ -43,7 +44,7 @@ def sweep_events(caplog: pytest.LogCaptureFixture) -> list[dict[str, str]]:
 @pytest.fixture
 def empty_webhooks_queue() -> Iterator[None]:
     """No attempt message waiting before the test, and none left for a later test's worker."""
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client = redis_client()
     client.delete(settings.WEBHOOK_QUEUE)
     yield
     client.delete(settings.WEBHOOK_QUEUE)
@@ -128,7 +129,7 @@ def test_sweep_logs_how_many_it_resent(empty_webhooks_queue: None, caplog: pytes
 
 
 def test_sweep_counts_what_it_resent_for_metrics(empty_webhooks_queue: None) -> None:
-    redis.Redis.from_url(settings.REDIS_URL).delete(WEBHOOK_RESENDS_KEY)
+    redis_client().delete(WEBHOOK_RESENDS_KEY)
     for seconds in (10, 20):
         WebhookDeliveryFactory(next_attempt_at=overdue_since(seconds))
     WebhookDeliveryFactory(next_attempt_at=timezone.now())

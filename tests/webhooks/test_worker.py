@@ -14,8 +14,9 @@ from standardwebhooks.webhooks import Webhook
 
 from jobs import services
 from jobs.models import FailureCode, JobStatus
-from tests.conftest import WorkerProcess, wait_for
 from tests.factories import GenerationJobFactory, WebhookDeliveryFactory
+from tests.support.processes import WorkerProcess
+from tests.support.waits import wait_for
 from tests.webhooks.conftest import TEST_SECRET, Receiver
 from webhooks.models import DeliveryStatus, WebhookDelivery
 

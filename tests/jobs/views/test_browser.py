@@ -16,8 +16,8 @@ from playwright.sync_api import Page, Route, expect
 from jobs import services
 from jobs.errors import JobError
 from jobs.models import FailureCode, GenerationJob, JobStatus
-from tests.conftest import WorkerProcess
 from tests.factories import GenerationJobFactory
+from tests.support.processes import WorkerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 

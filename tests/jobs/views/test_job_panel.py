@@ -14,7 +14,7 @@ from django.utils import timezone
 from jobs.models import FailureCode, GenerationJob, JobStatus
 from jobs.problems import problem_for
 from tests.factories import GenerationJobFactory, JobImageFactory
-from tests.web.helpers import HTMX, html
+from tests.jobs.views.helpers import HTMX, html
 
 pytestmark = pytest.mark.django_db
 

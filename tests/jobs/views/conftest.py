@@ -10,7 +10,7 @@ import pytest
 from django.core.handlers.wsgi import WSGIHandler
 from django.test.testcases import LiveServerThread
 
-from tests.conftest import ARTIFACTS
+from tests.support.paths import ARTIFACTS
 
 CHROMIUM = "/usr/bin/chromium"
 # As root Chromium needs --no-sandbox; the rest keeps it from calling home (loopback only here).

@@ -7,12 +7,12 @@ from __future__ import annotations
 import re
 import shlex
 import tomllib
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
+
 DOCKER = ROOT / "docker"
 # Read by programs other than ours: boto3 (credentials) and the postgres image.
 READ_ELSEWHERE = {
@@ -92,7 +92,13 @@ def test_procfile_declares_release_web_gpu_worker_webhooks_worker_and_beat() -> 
     assert set(processes) == {"release", "web", "worker", "webhooks", "beat"}
     assert "check --deploy" in processes["release"]
     assert processes["web"].startswith("gunicorn --config config/gunicorn.py")
-    worker = processes["worker"].split()
+    assert processes["worker"] == "scripts/worker.sh gpu"
+
+
+def test_the_gpu_worker_takes_one_job_at_a_time_on_the_gpu_queue() -> None:
+    (gpu,) = [line for line in (ROOT / "scripts" / "worker.sh").read_text().splitlines() if "gpu)" in line]
+    worker = gpu.split()
+
     assert worker[worker.index("--queues") + 1] == "gpu"
     assert worker[worker.index("--concurrency") + 1] == "1"
     assert worker[worker.index("--prefetch-multiplier") + 1] == "1"

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from jobs import services
 from jobs.errors import JobError
 from jobs.models import GenerationJob, JobStatus
-from tests.web.helpers import HTMX, VALID_FORM, html
+from tests.jobs.views.helpers import HTMX, VALID_FORM, html
 
 pytestmark = pytest.mark.django_db
 

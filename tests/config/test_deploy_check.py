@@ -6,9 +6,8 @@ import os
 import secrets
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.paths import ROOT
 
 PRODUCTION_ENV = {
     "DEBUG": "0",

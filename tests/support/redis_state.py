@@ -1,0 +1,19 @@
+"""The test Redis (``REDIS_URL``, private to one test run) and the state tests reset in it."""
+
+from __future__ import annotations
+
+import redis
+from django.conf import settings
+
+
+def redis_client() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def clear_abuse_state() -> None:
+    """Empties the limits' windows and usage counters that ``ratelimit`` keeps in Redis."""
+    client = redis_client()
+    prefix = settings.CACHES["default"]["KEY_PREFIX"]
+    for pattern in (f"{prefix}:*:rl:*", f"{prefix}:*:usage:*"):
+        for key in client.scan_iter(match=pattern):
+            client.delete(key)
