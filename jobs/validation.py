@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from core.errors import FieldError, invalid_parameters
 from generator import SCHEDULER_NAMES
-from jobs.errors import FieldError, invalid_parameters
 
 SEED_MAX = 2**32 - 1
 MAX_IMAGES_PER_JOB = 4

@@ -23,10 +23,18 @@ def logfmt(pairs: dict[str, Any]) -> str:
     return " ".join(f"{key}={_logfmt_value(value)}" for key, value in pairs.items())
 
 
-def log_event(logger: logging.Logger, event: str, /, **fields: object) -> None:
-    """Logs one line ``event=<event> key=value ...`` at INFO."""
+def log_event(
+    logger: logging.Logger,
+    event: str,
+    /,
+    *,
+    level: int = logging.INFO,
+    exc_info: bool = False,
+    **fields: object,
+) -> None:
+    """Logs one line ``event=<event> key=value ...``: the one way every module logs an event."""
     pairs = {"event": event, **fields}
-    logger.info(logfmt(pairs), extra={"fields": pairs})
+    logger.log(level, logfmt(pairs), extra={"fields": pairs}, exc_info=exc_info)
 
 
 def _timestamp(record: logging.LogRecord) -> str:
