@@ -91,7 +91,7 @@ class Engine:
         pipeline.set_progress_bar_config(disable=True)
         if compile_unet:
             pipeline.unet = torch.compile(pipeline.unet, mode="reduce-overhead", fullgraph=True)
-        log_event(logger, "pipeline_loaded", model=model, device=chosen_device, dtype=chosen_dtype)
+        log_event(logger.info, "pipeline_loaded", model=model, device=chosen_device, dtype=chosen_dtype)
         return cls(pipeline, device=chosen_device)
 
     @property

@@ -55,7 +55,7 @@ def reap_stale_jobs_task() -> None:
     republished = services.republish_queued_jobs()
     deleted = services.delete_expired_results()
     log_event(
-        logger,
+        logger.info,
         "reaper_ran",
         requeued=reaped.requeued,
         failed=reaped.failed,

@@ -48,7 +48,7 @@ def get_engine() -> Engine:
         )
         if settings.GENERATOR_WARMUP:
             _engine.warm_up()
-        log_event(logger, "engine_ready", seconds=round(time.perf_counter() - started, 2))
+        log_event(logger.info, "engine_ready", seconds=round(time.perf_counter() - started, 2))
     return _engine
 
 
@@ -85,9 +85,7 @@ class Heartbeat:
                 services.job_record_heartbeat(job_ids=self._job_ids, worker_hostname=self._worker_hostname)
             except Exception:
                 # The job goes on; if Redis stays away for three beats the reaper may re-queue it.
-                log_event(
-                    logger, "heartbeat_failed", level=logging.WARNING, exc_info=True, jobs=len(self._job_ids)
-                )
+                log_event(logger.warning, "heartbeat_failed", exc_info=True, jobs=len(self._job_ids))
             self._stopped.wait(self._interval)
 
 
@@ -113,9 +111,7 @@ class ProgressReporter:
             self.cancelled = services.cancelled_job_ids(job_ids=self.job_ids)
         except redis.RedisError as error:
             if not self._cancel_check_failed:
-                log_event(
-                    logger, "cancel_check_failed", level=logging.WARNING, jobs=len(self.job_ids), error=error
-                )
+                log_event(logger.warning, "cancel_check_failed", jobs=len(self.job_ids), error=error)
             self._cancel_check_failed = True
         if len(self.cancelled) == len(self.job_ids):
             raise AllJobsCancelled
@@ -180,7 +176,7 @@ def run_batch(jobs: Sequence[GenerationJob]) -> None:
     try:
         results = get_engine().generate([to_request(job) for job in jobs], on_step=reporter)
     except AllJobsCancelled:
-        log_event(logger, "batch_stopped", reason="cancelled", jobs=len(jobs))
+        log_event(logger.info, "batch_stopped", reason="cancelled", jobs=len(jobs))
         return
     except SoftTimeLimitExceeded:
         _fail_all(jobs, FailureCode.TIMEOUT, "Generation took longer than this service allows.")
@@ -189,13 +185,7 @@ def run_batch(jobs: Sequence[GenerationJob]) -> None:
         _fail_all(jobs, FailureCode.OUT_OF_MEMORY, "The GPU ran out of memory for this request.")
         return
     except Exception:
-        log_event(
-            logger,
-            "inference_error",
-            level=logging.ERROR,
-            exc_info=True,
-            jobs=",".join(str(job.pk) for job in jobs),
-        )
+        log_event(logger.exception, "inference_error", jobs=",".join(str(job.pk) for job in jobs))
         _fail_all(jobs, FailureCode.INFERENCE_ERROR, "The image could not be generated.")
         return
     for job, result in zip(jobs, results, strict=True):
@@ -207,7 +197,7 @@ def run_batch(jobs: Sequence[GenerationJob]) -> None:
                 job=job, pngs=pngs, warnings=["prompt_truncated"] if result.prompt_truncated else []
             )
         except Exception:
-            log_event(logger, "store_error", level=logging.ERROR, exc_info=True, job=job.pk)
+            log_event(logger.exception, "store_error", job=job.pk)
             services.job_fail(
                 job_id=job.pk, code=FailureCode.INFERENCE_ERROR, message="The image could not be stored."
             )

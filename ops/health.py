@@ -53,7 +53,7 @@ def readiness() -> dict[str, str]:
         try:
             check()
         except Exception as error:
-            log_event(logger, "not_ready", part=name, error=f"{type(error).__name__}: {error}")
+            log_event(logger.info, "not_ready", part=name, error=f"{type(error).__name__}: {error}")
             states[name] = type(error).__name__
         else:
             states[name] = "ok"

@@ -69,13 +69,7 @@ def _increment_job_counters(*, increments: dict[str, int], run_seconds: float | 
     try:
         pipeline.execute()
     except redis.RedisError as error:
-        log_event(
-            logger,
-            "job_metrics_not_recorded",
-            level=logging.WARNING,
-            fields=",".join(increments),
-            error=str(error),
-        )
+        log_event(logger.warning, "job_metrics_not_recorded", fields=",".join(increments), error=str(error))
 
 
 def record_job_finished(*, outcome: str, failure_code: str = "", run_seconds: float | None = None) -> None:

@@ -94,7 +94,7 @@ def block_ip(*, ip_or_cidr: str, reason: str = "") -> BlockedNetwork:
     """Blocks an address or CIDR from submitting; blocking it again only updates the reason."""
     network = _normalised_or_error(ip_or_cidr)
     blocked, _created = BlockedNetwork.objects.update_or_create(network=network, defaults={"reason": reason})
-    log_event(logger, "blocked", network=network, reason=reason)
+    log_event(logger.info, "blocked", network=network, reason=reason)
     return blocked
 
 
@@ -102,7 +102,7 @@ def unblock_ip(*, ip_or_cidr: str) -> bool:
     """Removes this exact blocklist entry; returns whether there was one."""
     deleted, _ = BlockedNetwork.objects.filter(network=_normalised_or_error(ip_or_cidr)).delete()
     if deleted:
-        log_event(logger, "unblocked", network=ip_or_cidr)
+        log_event(logger.info, "unblocked", network=ip_or_cidr)
     return bool(deleted)
 
 

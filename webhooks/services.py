@@ -115,7 +115,7 @@ def webhook_delivery_create(*, job_id: uuid.UUID | str, url: str, event: str, da
         payload=json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":")),
         next_attempt_at=now,
     )
-    log_event(logger, "webhook_recorded", job=job_id, webhook=delivery.webhook_id, type=f"job.{event}")
+    log_event(logger.info, "webhook_recorded", job=job_id, webhook=delivery.webhook_id, type=f"job.{event}")
     _send_attempt(delivery_id=delivery.pk, attempt=1, countdown=0.0)
 
 
@@ -134,14 +134,7 @@ def _send_attempt(*, delivery_id: int, attempt: int, countdown: float) -> bool:
             kwargs={"delivery_id": delivery_id, "attempt": attempt}, countdown=min(countdown, longest)
         )
     except KombuOperationalError:
-        log_event(
-            logger,
-            "webhook_send_failed",
-            level=logging.ERROR,
-            exc_info=True,
-            webhook_delivery=delivery_id,
-            attempt=attempt,
-        )
+        log_event(logger.exception, "webhook_send_failed", webhook_delivery=delivery_id, attempt=attempt)
         return False
     return True
 
@@ -225,7 +218,7 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
     )
     delivery = WebhookDelivery.objects.filter(this_attempt).first()
     if delivery is None:
-        log_event(logger, "webhook_attempt_skipped", webhook_delivery=delivery_id, attempt=attempt)
+        log_event(logger.info, "webhook_attempt_skipped", webhook_delivery=delivery_id, attempt=attempt)
         return
     if not claimed:
         # Not due yet (one hop of a longer wait), or another message holds this attempt: come
@@ -256,13 +249,7 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
         if not moved:
             # Only when this attempt outlived its claim and another message took it over; the
             # receiver dedupes by webhook-id.
-            log_event(
-                logger,
-                "webhook_attempt_raced",
-                level=logging.WARNING,
-                webhook=delivery.webhook_id,
-                attempt=attempt,
-            )
+            log_event(logger.warning, "webhook_attempt_raced", webhook=delivery.webhook_id, attempt=attempt)
             return
         WebhookAttempt.objects.create(
             delivery=delivery,
@@ -280,7 +267,7 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
                 partial(_send_attempt, delivery_id=delivery_id, attempt=attempt + 1, countdown=delay)
             )
     log_event(
-        logger,
+        logger.info,
         "webhook_attempt",
         webhook=delivery.webhook_id,
         attempt=attempt,
@@ -301,7 +288,7 @@ def webhook_delivery_resend(*, delivery_id: int) -> None:
         transaction.on_commit(
             partial(_send_attempt, delivery_id=delivery_id, attempt=delivery.attempt_count + 1, countdown=0.0)
         )
-    log_event(logger, "webhook_resend", webhook=delivery.webhook_id)
+    log_event(logger.info, "webhook_resend", webhook=delivery.webhook_id)
 
 
 def webhook_deliveries_sweep() -> int:
@@ -322,7 +309,7 @@ def webhook_deliveries_sweep() -> int:
     try:
         waiting = selectors.webhook_queue_pending_messages()
     except KombuOperationalError:
-        log_event(logger, "webhook_sweep_failed", level=logging.ERROR, exc_info=True)
+        log_event(logger.exception, "webhook_sweep_failed")
         return 0
     overdue = selectors.overdue_deliveries(due_before=cutoff, limit=SWEEP_MAX_PER_RUN - waiting)
     resent = 0
@@ -340,11 +327,11 @@ def webhook_deliveries_sweep() -> int:
         if not _send_attempt(delivery_id=delivery_id, attempt=attempt_count + 1, countdown=0.0):
             break
         resent += 1
-    log_event(logger, "webhooks_swept", resent=resent, overdue=len(overdue), queue_waiting=waiting)
+    log_event(logger.info, "webhooks_swept", resent=resent, overdue=len(overdue), queue_waiting=waiting)
     if resent:
         try:
             record_webhook_resends(count=resent)
         except redis.RedisError:
             # The broker is this Redis too: it may have gone down after the last send.
-            log_event(logger, "webhook_resends_not_counted", level=logging.ERROR, exc_info=True)
+            log_event(logger.exception, "webhook_resends_not_counted")
     return resent

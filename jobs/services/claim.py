@@ -76,7 +76,7 @@ def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
                 # What the claim's UPDATE wrote, without reading each row back.
                 job.status, job.started_at, job.worker_hostname = JobStatus.RUNNING, now, worker_hostname
                 job.progress_step = job.progress_total = 0
-                log_event(logger, "started", job=job.id, worker=worker_hostname, batch=len(claimed))
+                log_event(logger.info, "started", job=job.id, worker=worker_hostname, batch=len(claimed))
                 webhook_event_enqueue(job=job, event=WebhookEvent.STARTED)
             return ClaimedBatch(jobs=claimed)
     return ClaimedBatch(jobs=[])

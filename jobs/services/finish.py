@@ -50,7 +50,7 @@ def job_finished(*, job: GenerationJob, outcome: str, **log_fields: Any) -> None
             run_seconds=run_seconds,
         )
     )
-    log_event(logger, outcome, job=job.pk, **log_fields)
+    log_event(logger.info, outcome, job=job.pk, **log_fields)
     webhook_event_enqueue(job=job, event=WebhookEvent.COMPLETED if outcome == "deduplicated" else outcome)
 
 

@@ -81,9 +81,7 @@ def reap_stale_jobs() -> ReapResult:
                 ):
                     transaction.on_commit(wake_gpu_worker)
                     requeued += 1
-                    log_event(
-                        logger, "requeued", level=logging.WARNING, job=job_id, reason="worker_lost", rule=rule
-                    )
+                    log_event(logger.warning, "requeued", job=job_id, reason="worker_lost", rule=rule)
         elif job_fail(
             job_id=job_id,
             code=FailureCode.WORKER_LOST,
@@ -111,10 +109,12 @@ def _jobs_without_heartbeat(*, job_ids: Sequence[JobId]) -> set[JobId]:
     try:
         _, watched_since, heartbeats = pipeline.execute()
     except redis.RedisError:
-        log_event(logger, "heartbeats_unreadable", level=logging.WARNING, exc_info=True)
+        log_event(logger.warning, "heartbeats_unreadable", exc_info=True)
         return set()
     if now - float(watched_since) < settings.REAPER_HEARTBEAT_GRACE_SECONDS:
-        log_event(logger, "heartbeats_not_trusted_yet", watched_seconds=round(now - float(watched_since)))
+        log_event(
+            logger.info, "heartbeats_not_trusted_yet", watched_seconds=round(now - float(watched_since))
+        )
         return set()
     return {job_id for job_id, heartbeat in zip(job_ids, heartbeats, strict=True) if heartbeat is None}
 
@@ -135,7 +135,7 @@ def republish_queued_jobs() -> int:
     for _ in range(missing):
         wake_gpu_worker()
     if missing > 0:
-        log_event(logger, "republished", level=logging.WARNING, wakeups=missing, queued_waiting=waiting)
+        log_event(logger.warning, "republished", wakeups=missing, queued_waiting=waiting)
     return max(missing, 0)
 
 
@@ -167,4 +167,4 @@ def delete_expired_results() -> int:
             if image.file.name not in still_used:
                 image.file.delete(save=False)
                 deleted += 1
-        log_event(logger, "results_deleted", files=len(images))
+        log_event(logger.info, "results_deleted", files=len(images))

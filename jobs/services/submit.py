@@ -110,7 +110,7 @@ def job_submit(
         if replayed is None:
             raise
         return replayed
-    log_event(logger, "submitted", job=job.id, client_ip=client_ip, images=job.num_images)
+    log_event(logger.info, "submitted", job=job.id, client_ip=client_ip, images=job.num_images)
     return job
 
 
@@ -134,7 +134,7 @@ def _idempotent_replay(*, client_ip: str, key: str, request_hash: str) -> Genera
         return None
     if stored.request_hash != request_hash:
         raise idempotency_conflict()
-    log_event(logger, "idempotent_replay", job=stored.job_id, client_ip=client_ip)
+    log_event(logger.info, "idempotent_replay", job=stored.job_id, client_ip=client_ip)
     return stored.job
 
 
@@ -233,7 +233,7 @@ def wake_gpu_worker() -> None:
     except KombuOperationalError:
         # The job is committed and its client already has its id: never turn a broker outage
         # into an error. The reaper re-publishes wake-ups for jobs left waiting.
-        log_event(logger, "wake_up_failed", level=logging.ERROR, exc_info=True)
+        log_event(logger.exception, "wake_up_failed")
 
 
 def job_retry(*, job_id: JobId) -> GenerationJob:
@@ -260,5 +260,5 @@ def job_retry(*, job_id: JobId) -> GenerationJob:
         num_images=original.num_images,
         retry_of=original,
     )
-    log_event(logger, "retried", job=job.pk, retry_of=original.pk)
+    log_event(logger.info, "retried", job=job.pk, retry_of=original.pk)
     return job
