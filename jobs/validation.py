@@ -32,7 +32,7 @@ def normalise_prompt(text: str) -> str:
 
 
 def validate_parameters(params: JobParameters) -> None:
-    """Raises a ``validation_error`` JobError naming every broken rule by field and code."""
+    """Raises a ``validation_error`` ApplicationError naming every broken rule by field and code."""
     limits = settings.JOB_LIMITS
     errors: dict[str, list[FieldError]] = {}
 
