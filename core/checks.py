@@ -22,4 +22,4 @@ def register_settings_check(app_label: str, check: SettingsCheck) -> None:
     def system_check(**kwargs: object) -> list[checks.CheckMessage]:
         return [checks.Error(problem, id=f"{app_label}.E001") for problem in check()]
 
-    checks.register(system_check, checks.Tags.compatibility)
+    checks.register(system_check)
