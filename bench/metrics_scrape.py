@@ -38,11 +38,11 @@ def fill_counters() -> None:
     from ops import metrics
 
     for bound in (*metrics.JOB_DURATION_BOUNDS, 1000.0):
-        metrics.record_job_completed(run_seconds=bound)
+        metrics.record_job_finished(outcome="completed", run_seconds=bound)
     for code in FailureCode.values:
-        metrics.record_job_failed(code=code)
-    metrics.record_job_cancelled()
-    metrics.record_dedupe_hit()
+        metrics.record_job_finished(outcome="failed", failure_code=code)
+    metrics.record_job_finished(outcome="cancelled")
+    metrics.record_job_finished(outcome="deduplicated")
 
 
 def recording_ms(calls: int = 1000) -> float:
@@ -51,7 +51,7 @@ def recording_ms(calls: int = 1000) -> float:
 
     started = time.perf_counter()
     for _ in range(calls):
-        metrics.record_job_completed(run_seconds=7.0)
+        metrics.record_job_finished(outcome="completed", run_seconds=7.0)
     return (time.perf_counter() - started) * 1000 / calls
 
 

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
-import re
 from pathlib import Path
 
 import botocore.config
 import environ
-
-from webhooks.signing import secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -113,10 +109,16 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache (rate limits), broker ----------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+# Connect and read timeout of every Redis call (core.redis, the cache): a stalled Redis fails fast.
+REDIS_SOCKET_TIMEOUT_SECONDS = env.float("REDIS_SOCKET_TIMEOUT_SECONDS", default=2.0)
 CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
+        "OPTIONS": {
+            "socket_connect_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+            "socket_timeout": REDIS_SOCKET_TIMEOUT_SECONDS,
+        },
         "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="imagegen"),
     }
 }
@@ -216,22 +218,6 @@ SUBMIT_RATE = env.str("SUBMIT_RATE", default="8/m")  # django-ratelimit's "count
 SUBMIT_MAX_ACTIVE_JOBS = env.int("SUBMIT_MAX_ACTIVE_JOBS", default=1)  # queued or running, per client
 SUBMIT_DAILY_QUOTA = env.int("SUBMIT_DAILY_QUOTA", default=500)  # accepted jobs per UTC day; 0 = none
 STATUS_POLL_RATE = env.str("STATUS_POLL_RATE", default="600/m")
-if CLIENT_IP_TRUSTED_PROXY_COUNT and CLIENT_IP_TRUSTED_PROXIES:
-    raise environ.ImproperlyConfigured(
-        "Set CLIENT_IP_TRUSTED_PROXY_COUNT or CLIENT_IP_TRUSTED_PROXIES, not both"
-    )
-for _cidr in CLIENT_IP_TRUSTED_PROXIES:
-    try:
-        ipaddress.ip_network(_cidr.strip(), strict=False)
-    except ValueError:
-        raise environ.ImproperlyConfigured(f"CLIENT_IP_TRUSTED_PROXIES: {_cidr!r} is not a CIDR") from None
-if not 1 <= CLIENT_IP_IPV6_PREFIX <= 128 or CLIENT_IP_TRUSTED_PROXY_COUNT < 0:
-    raise environ.ImproperlyConfigured(
-        "CLIENT_IP_IPV6_PREFIX must be 1-128, CLIENT_IP_TRUSTED_PROXY_COUNT >= 0"
-    )
-for _name, _rate in (("SUBMIT_RATE", SUBMIT_RATE), ("STATUS_POLL_RATE", STATUS_POLL_RATE)):
-    if not re.fullmatch(r"[1-9][0-9]*/[0-9]*[smhd]", _rate):
-        raise environ.ImproperlyConfigured(f"{_name} must look like 8/m or 100/10s, not {_rate!r}")
 
 # --- Integrators' API: bounded queue, dedupe, idempotency, queue ETA, OpenAPI -----------
 # Submits beyond this many queued jobs get 503 queue_full rather than waiting for hours.
@@ -293,11 +279,6 @@ _derived_webhook_secret = (
 WEBHOOK_SECRETS = env.list(
     "WEBHOOK_SECRETS", default=[env.str("WEBHOOK_SECRET", default=_derived_webhook_secret)]
 )
-for _secret in WEBHOOK_SECRETS:
-    try:
-        secret_key(_secret)
-    except ValueError as _error:
-        raise environ.ImproperlyConfigured(f"WEBHOOK_SECRET(S): {_error}") from None
 # Seconds before retry 1, 2, ... (each jittered by WEBHOOK_RETRY_JITTER); then the delivery fails.
 WEBHOOK_RETRY_SCHEDULE = env.list(
     "WEBHOOK_RETRY_SCHEDULE", cast=float, default=[5, 300, 1800, 7200, 18000, 36000]
@@ -313,10 +294,6 @@ WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", defa
 # the grace above the longest wait in the webhooks queue; a shorter one only sends duplicates.
 WEBHOOK_SWEEP_INTERVAL_SECONDS = env.int("WEBHOOK_SWEEP_INTERVAL_SECONDS", default=60)
 WEBHOOK_SWEEP_AFTER_SECONDS = env.int("WEBHOOK_SWEEP_AFTER_SECONDS", default=120)
-if WEBHOOK_SWEEP_INTERVAL_SECONDS < 1 or WEBHOOK_SWEEP_AFTER_SECONDS < 0:
-    raise environ.ImproperlyConfigured(
-        "WEBHOOK_SWEEP_INTERVAL_SECONDS must be at least 1, WEBHOOK_SWEEP_AFTER_SECONDS at least 0"
-    )
 
 # --- Operators: reaper and result retention ---------------------------------------------
 # Every REAPER_INTERVAL_SECONDS the reaper (on the light `default` queue, started by beat):
@@ -334,13 +311,6 @@ REAPER_REPUBLISH_AFTER_SECONDS = env.int("REAPER_REPUBLISH_AFTER_SECONDS", defau
 # the hard time limit. 0 turns the heartbeat rule off (the hard-limit rule stays).
 WORKER_HEARTBEAT_SECONDS = env.float("WORKER_HEARTBEAT_SECONDS", default=10.0)
 REAPER_HEARTBEAT_GRACE_SECONDS = env.int("REAPER_HEARTBEAT_GRACE_SECONDS", default=60)
-if WORKER_HEARTBEAT_SECONDS <= 0:
-    raise environ.ImproperlyConfigured("WORKER_HEARTBEAT_SECONDS must be positive")
-# After a Redis restart live workers need up to one interval to beat again; give them two.
-if 0 < REAPER_HEARTBEAT_GRACE_SECONDS < 2 * WORKER_HEARTBEAT_SECONDS:
-    raise environ.ImproperlyConfigured(
-        "REAPER_HEARTBEAT_GRACE_SECONDS must be 0 (off) or at least twice WORKER_HEARTBEAT_SECONDS"
-    )
 RESULT_RETENTION_DAYS = env.int("RESULT_RETENTION_DAYS", default=0)
 # How long the dashboard waits for workers to answer a ping: every refresh waits this long,
 # and below about a second a busy worker's answer is often missed.
@@ -415,8 +385,8 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
-        "logfmt": {"()": "config.logging.LogfmtFormatter"},
-        "json": {"()": "config.logging.JsonFormatter"},
+        "logfmt": {"()": "core.logging.LogfmtFormatter"},
+        "json": {"()": "core.logging.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},

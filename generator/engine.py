@@ -19,6 +19,7 @@ from diffusers import (
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
+from core.logging import log_event
 from generator.requests import SCHEDULER_NAMES, GenerationRequest
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class Engine:
         pipeline.set_progress_bar_config(disable=True)
         if compile_unet:
             pipeline.unet = torch.compile(pipeline.unet, mode="reduce-overhead", fullgraph=True)
-        logger.info("pipeline loaded model=%s device=%s dtype=%s", model, chosen_device, chosen_dtype)
+        log_event(logger.info, "pipeline_loaded", model=model, device=chosen_device, dtype=chosen_dtype)
         return cls(pipeline, device=chosen_device)
 
     @property

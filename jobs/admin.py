@@ -17,8 +17,8 @@ from django.utils.html import format_html_join
 from django.utils.safestring import SafeString
 
 from config.admin import ReadOnlyModelAdmin
+from core.errors import ApplicationError
 from jobs import selectors, services
-from jobs.errors import JobError
 from jobs.models import ACTIVE_STATUSES, GenerationJob, JobStatus
 from ratelimit import services as ratelimit_services
 
@@ -194,7 +194,7 @@ class GenerationJobAdmin(ReadOnlyModelAdmin):
         for job_id in queryset.filter(status__in=ACTIVE_STATUSES).values_list("pk", flat=True):
             try:
                 services.job_cancel(job_id=job_id)
-            except JobError:
+            except ApplicationError:
                 continue  # it finished between the list and the click
             cancelled += 1
         self._report(request, done=cancelled, verb="Cancelled", selected=queryset.count())
@@ -207,7 +207,7 @@ class GenerationJobAdmin(ReadOnlyModelAdmin):
         for job_id in queryset.filter(status=JobStatus.FAILED).values_list("pk", flat=True):
             try:
                 services.job_retry(job_id=job_id)
-            except JobError as error:
+            except ApplicationError as error:
                 # Today's rules apply to the copy (limits may have changed since): say why.
                 self.message_user(request, f"Job {job_id} not retried: {error.message}", messages.ERROR)
                 refused += 1
@@ -228,7 +228,7 @@ class GenerationJobAdmin(ReadOnlyModelAdmin):
                 ratelimit_services.block_ip(
                     ip_or_cidr=network, reason=f"Blocked from the jobs list by {request.user}"
                 )
-            except JobError as error:
+            except ApplicationError as error:
                 self.message_user(request, f"{network} not blocked: {error.message}", messages.ERROR)
                 continue
             blocked.append(network)

@@ -12,7 +12,7 @@ from typing import Any
 from django import forms
 from django.conf import settings
 
-from jobs.errors import JobError
+from core.errors import ApplicationError
 from jobs.models import GenerationJob
 from jobs.validation import SEED_MAX
 
@@ -141,7 +141,7 @@ class GenerateForm(forms.Form):
             "seed": data["seed"],
         }
 
-    def add_job_error(self, error: JobError) -> None:
+    def add_job_error(self, error: ApplicationError) -> None:
         """Shows a service's field errors beside the fields (or above the form if it has no such field)."""
         for name, field_errors in error.fields.items():
             for field_error in field_errors:

@@ -65,7 +65,7 @@ class GenerationJob(models.Model):
     # The key abuse control counted this job under (ratelimit.client_ip.client_network):
     # the address itself for IPv4, its /64 (configurable) for IPv6.
     client_network = models.CharField(max_length=64, blank=True, default="")
-    # Webhooks (issue 9): where to POST the chosen events; checked by webhooks.services.
+    # Webhooks: where to POST the chosen events; checked by webhooks.services.
     webhook_url = models.CharField(max_length=2048, blank=True, default="")
     webhook_events = models.JSONField(default=list, blank=True)
     # Set when the job was answered from an identical completed job's files, without GPU time.

@@ -1,6 +1,6 @@
 """What the web page tells a person for each error code: what happened and what to do next.
 
-Codes are the API's (``JobError.code``) and the stored ``FailureCode`` values; an unknown
+Codes are the API's (``ApplicationError.code``) and the stored ``FailureCode`` values; an unknown
 code gets a general message, so a new code on the server never shows up as a blank box.
 """
 
@@ -53,12 +53,6 @@ _PROBLEMS = {
             "too_many_active_jobs",
             "You already have images in progress",
             "Wait for one of them to finish, or cancel one, then generate again.",
-            NextStep.WAIT,
-        ),
-        Problem(
-            "queue_full",
-            "The service is busy right now",
-            "Wait for the countdown to finish, then generate again.",
             NextStep.WAIT,
         ),
         Problem(

@@ -20,7 +20,7 @@ from jobs.models import ACTIVE_STATUSES, FailureCode, GenerationJob, JobStatus
 
 
 def job_get(*, job_id: str | uuid.UUID) -> GenerationJob:
-    """The job with its images, or a ``not_found`` JobError (also for ids that are not UUIDs)."""
+    """The job with its images, or a ``not_found`` ApplicationError (also for ids that are not UUIDs)."""
     try:
         parsed = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
     except ValueError:

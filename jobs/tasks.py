@@ -13,6 +13,7 @@ from celery import shared_task, signals
 from django.conf import settings
 
 from config.celery import app
+from core.logging import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -53,10 +54,11 @@ def reap_stale_jobs_task() -> None:
     reaped = services.reap_stale_jobs()
     republished = services.republish_queued_jobs()
     deleted = services.delete_expired_results()
-    logger.info(
-        "event=reaper_ran requeued=%d failed=%d republished=%d files_deleted=%d",
-        reaped.requeued,
-        reaped.failed,
-        republished,
-        deleted,
+    log_event(
+        logger.info,
+        "reaper_ran",
+        requeued=reaped.requeued,
+        failed=reaped.failed,
+        republished=republished,
+        files_deleted=deleted,
     )

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from core.errors import FieldError, invalid_parameters
 from generator import SCHEDULER_NAMES
-from jobs.errors import FieldError, invalid_parameters
 
 SEED_MAX = 2**32 - 1
 MAX_IMAGES_PER_JOB = 4
@@ -32,7 +32,7 @@ def normalise_prompt(text: str) -> str:
 
 
 def validate_parameters(params: JobParameters) -> None:
-    """Raises a ``validation_error`` JobError naming every broken rule by field and code."""
+    """Raises a ``validation_error`` ApplicationError naming every broken rule by field and code."""
     limits = settings.JOB_LIMITS
     errors: dict[str, list[FieldError]] = {}
 

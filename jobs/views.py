@@ -21,8 +21,9 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseStopPolling, push_url, reswap, retarget, trigger_client_event
 from django_htmx.middleware import HtmxDetails
 
+from core.errors import ApplicationError, invalid_parameters
 from jobs import selectors, services
-from jobs.errors import JobError, invalid_parameters
+from jobs.api.errors import http_status
 from jobs.forms import CUSTOM_SIZE, GenerateForm
 from jobs.models import GenerationJob, JobImage, JobStatus
 from jobs.problems import NextStep, duration_text, problem_for
@@ -150,7 +151,7 @@ def _page(
     *,
     form: GenerateForm,
     job: GenerationJob | None = None,
-    error: JobError | None = None,
+    error: ApplicationError | None = None,
 ) -> HttpResponse:
     context: dict[str, Any] = {
         "form": form,
@@ -164,7 +165,7 @@ def _page(
 
 
 def _composer_partial(
-    request: HtmxHttpRequest, *, form: GenerateForm, error: JobError | None
+    request: HtmxHttpRequest, *, form: GenerateForm, error: ApplicationError | None
 ) -> HttpResponse:
     """The form with its problem, swapped over the form whatever element the request aimed at."""
     html = render_to_string(
@@ -174,17 +175,17 @@ def _composer_partial(
     return _with_retry_after(response, error)
 
 
-def _status(error: JobError | None) -> int:
-    return error.http_status if error is not None else 200
+def _status(error: ApplicationError | None) -> int:
+    return http_status(error) if error is not None else 200
 
 
-def _with_retry_after(response: HttpResponse, error: JobError | None) -> HttpResponse:
+def _with_retry_after(response: HttpResponse, error: ApplicationError | None) -> HttpResponse:
     if error is not None and error.retry_after is not None:
         response["Retry-After"] = str(error.retry_after)
     return response
 
 
-def _error_context(error: JobError | None) -> dict[str, Any] | None:
+def _error_context(error: ApplicationError | None) -> dict[str, Any] | None:
     if error is None:
         return None
     return {
@@ -221,7 +222,7 @@ def home(request: HtmxHttpRequest) -> HttpResponse:
         if not form.is_valid():
             raise invalid_parameters({})
         job = services.job_submit(client_ip=client_ip(request), **form.submit_arguments())
-    except JobError as error:
+    except ApplicationError as error:
         form.add_job_error(error)
         form.focus_first_error()
         if request.htmx:
@@ -246,9 +247,9 @@ def job_status(request: HtmxHttpRequest, job_id: uuid.UUID) -> HttpResponse:
     """The job panel HTMX polls; a terminal job answers 286 so that the polling stops."""
     try:
         enforce_status_poll_limit(client_ip=client_ip(request))
-    except JobError as error:
+    except ApplicationError as error:
         # Nothing to swap: the panel stays as it is and htmx asks again on its next tick.
-        return reswap(_with_retry_after(HttpResponse(status=error.http_status), error), "none")
+        return reswap(_with_retry_after(HttpResponse(status=http_status(error)), error), "none")
     job = _job_or_404(job_id)
     if job.is_terminal:
         return _job_partial(request, job, with_recent=True, stop_polling=True)
@@ -260,7 +261,7 @@ def job_cancel(request: HtmxHttpRequest, job_id: uuid.UUID) -> HttpResponse:
     """Cancels a queued or running job; a job that ended meanwhile is shown as it ended."""
     job = _job_or_404(job_id)
     # A job that finished (or was cancelled) first refuses; showing its current state says so.
-    with contextlib.suppress(JobError):
+    with contextlib.suppress(ApplicationError):
         services.job_cancel(job_id=job.pk)
     job = _job_or_404(job_id)
     if request.htmx:
@@ -286,7 +287,7 @@ def recent(request: HtmxHttpRequest) -> HttpResponse:
 
 def csrf_failure(request: HtmxHttpRequest, reason: str = "") -> HttpResponse:
     """A rejected form (an expired page, cookies off) explained on the page, not a bare 403."""
-    error = JobError(code="csrf_failed", message=reason, http_status=403)
+    error = ApplicationError(code="csrf_failed", message=reason)
     if request.htmx:
         return _composer_partial(request, form=GenerateForm(), error=error)
     return _page(request, form=GenerateForm(), error=error)
@@ -295,5 +296,5 @@ def csrf_failure(request: HtmxHttpRequest, reason: str = "") -> HttpResponse:
 def _job_or_404(job_id: uuid.UUID) -> GenerationJob:
     try:
         return selectors.job_get(job_id=job_id)
-    except JobError:
+    except ApplicationError:
         raise Http404 from None

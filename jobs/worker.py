@@ -12,14 +12,16 @@ import threading
 import time
 from collections.abc import Sequence
 
+import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from PIL import Image, PngImagePlugin
 
+from core.errors import ApplicationError
+from core.logging import log_event
 from generator import GenerationRequest
 from generator.engine import Engine, GeneratorOutOfMemory
 from jobs import services
-from jobs.errors import JobError
 from jobs.models import FailureCode, GenerationJob
 from jobs.validation import JobParameters, validate_parameters
 
@@ -46,7 +48,7 @@ def get_engine() -> Engine:
         )
         if settings.GENERATOR_WARMUP:
             _engine.warm_up()
-        logger.info("event=engine_ready seconds=%.2f", time.perf_counter() - started)
+        log_event(logger.info, "engine_ready", seconds=round(time.perf_counter() - started, 2))
     return _engine
 
 
@@ -83,13 +85,17 @@ class Heartbeat:
                 services.job_record_heartbeat(job_ids=self._job_ids, worker_hostname=self._worker_hostname)
             except Exception:
                 # The job goes on; if Redis stays away for three beats the reaper may re-queue it.
-                logger.warning("event=heartbeat_failed jobs=%d", len(self._job_ids), exc_info=True)
+                log_event(logger.warning, "heartbeat_failed", exc_info=True, jobs=len(self._job_ids))
             self._stopped.wait(self._interval)
 
 
 class ProgressReporter:
     """Writes progress at most every ``min_steps`` steps and ``min_seconds`` seconds, and
-    checks the cancel flags on every step (one Redis read) so a cancel stops the next step."""
+    checks the cancel flags on every step (one Redis read) so a cancel stops the next step.
+
+    A check Redis does not answer in time counts as "not cancelled": the batch goes on, and
+    a cancelled job's result is still refused when it is stored (``job_complete``).
+    """
 
     def __init__(self, job_ids: Sequence[services.JobId], *, min_steps: int, min_seconds: float) -> None:
         self.job_ids = [str(job_id) for job_id in job_ids]
@@ -98,9 +104,15 @@ class ProgressReporter:
         self._min_seconds = min_seconds
         self._last_step = 0
         self._last_time = time.monotonic()
+        self._cancel_check_failed = False
 
     def __call__(self, step: int, total: int) -> None:
-        self.cancelled = services.cancelled_job_ids(job_ids=self.job_ids)
+        try:
+            self.cancelled = services.cancelled_job_ids(job_ids=self.job_ids)
+        except redis.RedisError as error:
+            if not self._cancel_check_failed:
+                log_event(logger.warning, "cancel_check_failed", jobs=len(self.job_ids), error=error)
+            self._cancel_check_failed = True
         if len(self.cancelled) == len(self.job_ids):
             raise AllJobsCancelled
         now = time.monotonic()
@@ -129,7 +141,7 @@ def _reject_invalid(jobs: Sequence[GenerationJob]) -> list[GenerationJob]:
     for job in jobs:
         try:
             validate_parameters(JobParameters(**dataclasses.asdict(to_request(job))))
-        except JobError as error:
+        except ApplicationError as error:
             reasons = "; ".join(e.message for errors in error.fields.values() for e in errors)
             services.job_fail(job_id=job.pk, code=FailureCode.INVALID_PROMPT, message=reasons)
         else:
@@ -164,7 +176,7 @@ def run_batch(jobs: Sequence[GenerationJob]) -> None:
     try:
         results = get_engine().generate([to_request(job) for job in jobs], on_step=reporter)
     except AllJobsCancelled:
-        logger.info("event=batch_stopped reason=cancelled jobs=%d", len(jobs))
+        log_event(logger.info, "batch_stopped", reason="cancelled", jobs=len(jobs))
         return
     except SoftTimeLimitExceeded:
         _fail_all(jobs, FailureCode.TIMEOUT, "Generation took longer than this service allows.")
@@ -173,7 +185,7 @@ def run_batch(jobs: Sequence[GenerationJob]) -> None:
         _fail_all(jobs, FailureCode.OUT_OF_MEMORY, "The GPU ran out of memory for this request.")
         return
     except Exception:
-        logger.exception("event=inference_error jobs=%s", ",".join(str(job.pk) for job in jobs))
+        log_event(logger.exception, "inference_error", jobs=",".join(str(job.pk) for job in jobs))
         _fail_all(jobs, FailureCode.INFERENCE_ERROR, "The image could not be generated.")
         return
     for job, result in zip(jobs, results, strict=True):
@@ -185,7 +197,7 @@ def run_batch(jobs: Sequence[GenerationJob]) -> None:
                 job=job, pngs=pngs, warnings=["prompt_truncated"] if result.prompt_truncated else []
             )
         except Exception:
-            logger.exception("job=%s event=store_error", job.pk)
+            log_event(logger.exception, "store_error", job=job.pk)
             services.job_fail(
                 job_id=job.pk, code=FailureCode.INFERENCE_ERROR, message="The image could not be stored."
             )

@@ -14,13 +14,11 @@ persistence); Prometheus's ``rate()`` and ``increase()`` read a drop as a counte
 from __future__ import annotations
 
 import bisect
-import functools
 import itertools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import redis
-from django.conf import settings
 from prometheus_client.core import (
     CollectorRegistry,
     CounterMetricFamily,
@@ -30,9 +28,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from config.logging import logfmt
-from jobs import selectors
-from jobs.models import TERMINAL_STATUSES
+from core.logging import log_event
+from core.redis import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -46,15 +43,9 @@ JOB_COUNTERS_KEY = "imagegen:metrics:jobs"
 WEBHOOK_RESENDS_KEY = "imagegen:metrics:webhook_resends"
 
 
-@functools.cache
-def _redis(url: str) -> redis.Redis:
-    """One client (and connection pool) per process and URL: workers write on every job."""
-    return redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=2.0, decode_responses=True)
-
-
 def record_rate_limit_hit(*, rule: str) -> None:
     """Counts one request refused by a rate limit; shared by every web process through Redis."""
-    _redis(settings.REDIS_URL).hincrby(RATE_LIMIT_HITS_KEY, rule, 1)
+    redis_client().hincrby(RATE_LIMIT_HITS_KEY, rule, 1)
 
 
 def _run_seconds_bucket(run_seconds: float) -> str:
@@ -70,7 +61,7 @@ def _increment_job_counters(*, increments: dict[str, int], run_seconds: float | 
     Called once the job's transaction has committed: the job has finished whatever happens
     here, and a metric must never turn that into an error.
     """
-    pipeline = _redis(settings.REDIS_URL).pipeline()
+    pipeline = redis_client().pipeline()
     for field, amount in increments.items():
         pipeline.hincrby(JOB_COUNTERS_KEY, field, amount)
     if run_seconds is not None:
@@ -78,30 +69,22 @@ def _increment_job_counters(*, increments: dict[str, int], run_seconds: float | 
     try:
         pipeline.execute()
     except redis.RedisError as error:
-        logger.warning(
-            logfmt({"event": "job_metrics_not_recorded", "fields": ",".join(increments), "error": str(error)})
-        )
+        log_event(logger.warning, "job_metrics_not_recorded", fields=",".join(increments), error=str(error))
 
 
-def record_job_completed(*, run_seconds: float | None) -> None:
-    """A job a worker ran to the end; its run time is None when its start is unknown."""
-    increments = {"finished:completed": 1}
-    if run_seconds is not None:
+def record_job_finished(*, outcome: str, failure_code: str = "", run_seconds: float | None = None) -> None:
+    """A job that reached the final status ``outcome``, or ``deduplicated``: completed from an
+    identical job's files, without a run. Only a completed run's time counts; None if unknown."""
+    increments = {f"finished:{outcome}": 1}
+    if outcome == "deduplicated":
+        increments = {"finished:completed": 1, "dedupe_hits": 1}
+    elif outcome == "failed":
+        increments[f"failures:{failure_code}"] = 1
+    if outcome != "completed":
+        run_seconds = None
+    elif run_seconds is not None:
         increments[f"run_seconds_bucket:{_run_seconds_bucket(run_seconds)}"] = 1
     _increment_job_counters(increments=increments, run_seconds=run_seconds)
-
-
-def record_job_failed(*, code: str) -> None:
-    _increment_job_counters(increments={"finished:failed": 1, f"failures:{code}": 1})
-
-
-def record_job_cancelled() -> None:
-    _increment_job_counters(increments={"finished:cancelled": 1})
-
-
-def record_dedupe_hit() -> None:
-    """A submit answered completed from an identical job's files: it finished, without a run."""
-    _increment_job_counters(increments={"finished:completed": 1, "dedupe_hits": 1})
 
 
 def _cumulative_buckets(stored: dict[str, int]) -> list[tuple[str, float]]:
@@ -126,12 +109,17 @@ def _labelled(counts: dict[str, int], kind: str) -> dict[str, int]:
 
 def record_webhook_resends(*, count: int) -> None:
     """Counts attempt messages the webhook sweep sent again; no row records a lost message."""
-    _redis(settings.REDIS_URL).incrby(WEBHOOK_RESENDS_KEY, count)
+    redis_client().incrby(WEBHOOK_RESENDS_KEY, count)
 
 
 class JobMetricsCollector(Collector):
+    """The jobs app hands over its status reads (``register_job_statuses``): ops imports no jobs."""
+
+    active_job_counts: Callable[[], Mapping[str, int]] = dict
+    terminal_statuses: Sequence[str] = ()
+
     def collect(self) -> Iterator[Metric]:
-        pipeline = _redis(settings.REDIS_URL).pipeline(transaction=False)
+        pipeline = redis_client().pipeline(transaction=False)
         pipeline.hgetall(JOB_COUNTERS_KEY)
         pipeline.hgetall(RATE_LIMIT_HITS_KEY)
         pipeline.get(WEBHOOK_RESENDS_KEY)
@@ -140,14 +128,14 @@ class JobMetricsCollector(Collector):
         counts = {field: int(value) for field, value in job_fields.items()}
 
         jobs = GaugeMetricFamily("imagegen_jobs", "Jobs queued or running now.", labels=["status"])
-        for status, count in selectors.active_job_counts().items():
+        for status, count in self.active_job_counts().items():
             jobs.add_metric([status], count)
         yield jobs
 
         finished = CounterMetricFamily(
             "imagegen_jobs_finished", "Jobs that reached each final status.", labels=["status"]
         )
-        for status in TERMINAL_STATUSES:
+        for status in self.terminal_statuses:
             finished.add_metric([status], _labelled(counts, "finished").get(status, 0))
         yield finished
 
@@ -185,5 +173,13 @@ class JobMetricsCollector(Collector):
         )
 
 
+job_collector = JobMetricsCollector()
 job_registry = CollectorRegistry(auto_describe=False)
-job_registry.register(JobMetricsCollector())
+job_registry.register(job_collector)
+
+
+def register_job_statuses(
+    *, active_job_counts: Callable[[], Mapping[str, int]], terminal: Sequence[str]
+) -> None:
+    job_collector.active_job_counts = active_job_counts
+    job_collector.terminal_statuses = terminal

@@ -13,7 +13,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.http import require_POST
 
 from config.admin import ReadOnlyModelAdmin
-from jobs.errors import JobError
+from core.errors import ApplicationError
 from ratelimit import services
 from ratelimit.models import BlockedNetwork, ClientUsage
 from ratelimit.selectors import usage_period_start, usage_top_networks
@@ -84,7 +84,7 @@ class ClientUsageAdmin(ReadOnlyModelAdmin):
         network = request.POST.get("network", "")
         try:
             services.block_ip(ip_or_cidr=network, reason=f"Blocked from the usage page by {request.user}")
-        except JobError as error:
+        except ApplicationError as error:
             messages.error(request, error.message)
         else:
             messages.success(request, f"Blocked {network}.")
@@ -96,7 +96,7 @@ class ClientUsageAdmin(ReadOnlyModelAdmin):
         network = request.POST.get("network", "")
         try:
             services.unblock_ip(ip_or_cidr=network)
-        except JobError as error:
+        except ApplicationError as error:
             messages.error(request, error.message)
         else:
             messages.success(request, f"Unblocked {network}.")

@@ -4,3 +4,9 @@ from django.apps import AppConfig
 class RatelimitConfig(AppConfig):
     name = "ratelimit"
     verbose_name = "Abuse control"
+
+    def ready(self) -> None:
+        from core.checks import register_settings_check
+        from ratelimit.checks import ratelimit_settings_problems
+
+        register_settings_check(self.label, ratelimit_settings_problems)

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal
 
+from django.core.cache import cache
 from django.db.models import Sum
 from django.utils import timezone
 
+from core.redis import redis_client
 from ratelimit.client_ip import parse_ip
 from ratelimit.models import BlockedNetwork, ClientNetwork, ClientUsage
-from ratelimit.services import REFUSAL_KINDS, redis_client, refusal_counter_key
 
 # Failure category -> ClientUsage column.
 FAILURE_COLUMNS = {
@@ -26,6 +27,7 @@ FAILURE_COLUMNS = {
     "other": "failed_other",
 }
 UsageOrder = Literal["submitted", "gpu_seconds", "refused"]
+REFUSAL_KINDS = ("rate_limited", "too_many_active_jobs", "daily_quota_exceeded", "blocked")
 
 
 @dataclass
@@ -130,6 +132,10 @@ def _network_usage(row: Mapping[str, Any]) -> NetworkUsage:
     )
 
 
+def refusal_counter_key(*, day: date) -> str:
+    return cache.make_key(f"usage:refusals:{day.isoformat()}")
+
+
 def _refusals_since(*, since: date) -> dict[str, dict[str, int]]:
     today = timezone.now().date()
     pipeline = redis_client().pipeline()
@@ -137,8 +143,8 @@ def _refusals_since(*, since: date) -> dict[str, dict[str, int]]:
         pipeline.hgetall(refusal_counter_key(day=since + timedelta(days=offset)))
     counts: dict[str, dict[str, int]] = defaultdict(dict)
     for day_counts in pipeline.execute():
-        for raw_field, raw_count in day_counts.items():
-            kind, _, network = raw_field.decode().partition("|")
+        for counter, raw_count in day_counts.items():
+            kind, _, network = counter.partition("|")
             if kind in REFUSAL_KINDS:
                 counts[network][kind] = counts[network].get(kind, 0) + int(raw_count)
     return dict(counts)

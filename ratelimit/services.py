@@ -7,26 +7,25 @@ across web processes and restarts.
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NoReturn
 
-import redis
 from django.conf import settings
-from django.core.cache import cache
 from django.db import models, transaction
 from django.utils import timezone
 from django_ratelimit.core import get_usage
 
-from jobs.errors import JobError
-from jobs.models import ACTIVE_STATUSES, GenerationJob
+from core.errors import ApplicationError
+from core.logging import log_event
+from core.redis import redis_client
 from ops.metrics import record_rate_limit_hit
 from ratelimit.client_ip import client_network, normalise_network, parse_ip
 from ratelimit.models import BlockedNetwork, ClientNetwork, ClientUsage
+from ratelimit.selectors import refusal_counter_key
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +35,13 @@ STATUS_POLL_GROUP = "job-status"
 REFUSAL_COUNTER_TTL_SECONDS = 8 * 24 * 3600
 # Only a hint: when the job finishes is unknown here; its status URL says exactly.
 ACTIVE_JOB_RETRY_AFTER_SECONDS = 5
-REFUSAL_KINDS = ("rate_limited", "too_many_active_jobs", "daily_quota_exceeded", "blocked")
 
 
 @contextmanager
-def submission_admitted(*, client_ip: str) -> Iterator[str]:
-    """Refuses a submission that breaks a limit (a ``JobError``), else opens the transaction
+def submission_admitted(*, client_ip: str, count_active_jobs: Callable[[str], int]) -> Iterator[str]:
+    """Refuses a submission that breaks a limit (an ``ApplicationError``), else opens the transaction
     the job must be written in and yields the client network to store on it.
+    ``count_active_jobs(network)`` is the caller's count of that network's queued or running jobs.
 
     The active-job and daily-quota checks run in that same transaction after locking the
     network's ``ClientNetwork`` row, so two concurrent submits from one network are admitted
@@ -54,7 +53,7 @@ def submission_admitted(*, client_ip: str) -> Iterator[str]:
     _refuse_if_over_rate(network=network)
     with transaction.atomic():
         _lock_client_network(network=network)
-        _refuse_if_too_many_active(network=network)
+        _refuse_if_too_many_active(network=network, count_active_jobs=count_active_jobs)
         _count_submission(network=network)
         yield network
 
@@ -65,10 +64,9 @@ def enforce_status_poll_limit(*, client_ip: str) -> None:
     retry_after = _rate_limit_hit(group=STATUS_POLL_GROUP, rate=settings.STATUS_POLL_RATE, network=network)
     if retry_after is not None:
         record_rate_limit_hit(rule="status_poll_rate_limited")
-        raise JobError(
+        raise ApplicationError(
             code="rate_limited",
             message=f"Too many status requests: try again in {retry_after} seconds.",
-            http_status=429,
             retry_after=retry_after,
         )
 
@@ -96,7 +94,7 @@ def block_ip(*, ip_or_cidr: str, reason: str = "") -> BlockedNetwork:
     """Blocks an address or CIDR from submitting; blocking it again only updates the reason."""
     network = _normalised_or_error(ip_or_cidr)
     blocked, _created = BlockedNetwork.objects.update_or_create(network=network, defaults={"reason": reason})
-    logger.info("event=blocked network=%s reason=%r", network, reason)
+    log_event(logger.info, "blocked", network=network, reason=reason)
     return blocked
 
 
@@ -104,28 +102,15 @@ def unblock_ip(*, ip_or_cidr: str) -> bool:
     """Removes this exact blocklist entry; returns whether there was one."""
     deleted, _ = BlockedNetwork.objects.filter(network=_normalised_or_error(ip_or_cidr)).delete()
     if deleted:
-        logger.info("event=unblocked network=%s", ip_or_cidr)
+        log_event(logger.info, "unblocked", network=ip_or_cidr)
     return bool(deleted)
-
-
-def refusal_counter_key(*, day: date) -> str:
-    return cache.make_key(f"usage:refusals:{day.isoformat()}")
-
-
-def redis_client() -> redis.Redis:
-    return _redis_for_url(settings.REDIS_URL)
-
-
-@functools.cache
-def _redis_for_url(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url)
 
 
 def _normalised_or_error(ip_or_cidr: str) -> str:
     try:
         return normalise_network(ip_or_cidr)
     except ValueError:
-        raise JobError(
+        raise ApplicationError(
             code="invalid_network", message=f"{ip_or_cidr!r} is not an IP address or a CIDR."
         ) from None
 
@@ -134,9 +119,7 @@ def _refuse_if_blocked(*, client_ip: str, network: str) -> None:
     address = parse_ip(client_ip)
     for entry in BlockedNetwork.objects.values_list("network", flat=True):
         if address is not None and address in ipaddress.ip_network(entry, strict=False):
-            _refuse(
-                code="blocked", network=network, message="This address may not submit jobs.", http_status=403
-            )
+            _refuse(code="blocked", network=network, message="This address may not submit jobs.")
 
 
 def _refuse_if_over_rate(*, network: str) -> None:
@@ -174,11 +157,11 @@ def _lock_client_network(*, network: str) -> None:
     )
 
 
-def _refuse_if_too_many_active(*, network: str) -> None:
+def _refuse_if_too_many_active(*, network: str, count_active_jobs: Callable[[str], int]) -> None:
     limit = settings.SUBMIT_MAX_ACTIVE_JOBS
     if not limit:
         return
-    active = GenerationJob.objects.filter(client_network=network, status__in=ACTIVE_STATUSES).count()
+    active = count_active_jobs(network)
     if active >= limit:
         _refuse(
             code="too_many_active_jobs",
@@ -221,9 +204,7 @@ def _update_or_insert(rows: models.QuerySet[Any], missing: models.Model, **chang
         rows.update(**changes)
 
 
-def _refuse(
-    *, code: str, network: str, message: str, http_status: int = 429, retry_after: int | None = None
-) -> NoReturn:
+def _refuse(*, code: str, network: str, message: str, retry_after: int | None = None) -> NoReturn:
     # Counted in Redis, not the database: refusals come in floods, and one HINCRBY costs nothing.
     key = refusal_counter_key(day=timezone.now().date())
     pipeline = redis_client().pipeline()
@@ -231,7 +212,7 @@ def _refuse(
     pipeline.expire(key, REFUSAL_COUNTER_TTL_SECONDS)
     pipeline.execute()
     record_rate_limit_hit(rule=code)
-    raise JobError(code=code, message=message, http_status=http_status, retry_after=retry_after)
+    raise ApplicationError(code=code, message=message, retry_after=retry_after)
 
 
 def _is_usage_field(name: str) -> bool:

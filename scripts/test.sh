@@ -58,6 +58,7 @@ start_postgres() {
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+.venv/bin/lint-imports
 
 for database in ${TEST_DATABASES:-sqlite postgres}; do
     selection=("$@")

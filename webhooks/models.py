@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from django.db import models
 
-from jobs.models import GenerationJob
-
 
 class WebhookEvent(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -34,7 +32,7 @@ class AttemptError(models.TextChoices):
 class WebhookDelivery(models.Model):
     """One event of one job for its webhook URL; every retry keeps ``webhook_id`` and ``payload``."""
 
-    job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    job = models.ForeignKey("jobs.GenerationJob", on_delete=models.CASCADE, related_name="webhook_deliveries")
     event = models.CharField(max_length=16, choices=WebhookEvent.choices)
     webhook_id = models.CharField(max_length=64, unique=True)
     url = models.CharField(max_length=2048)

@@ -25,9 +25,8 @@ from django.db.models import Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
-from config.logging import log_event
-from jobs.errors import FieldError, JobError, invalid_parameters
-from jobs.models import GenerationJob
+from core.errors import ApplicationError, FieldError, invalid_parameters
+from core.logging import log_event
 from ops.metrics import record_webhook_resends
 from webhooks import selectors, transport
 from webhooks.addresses import ForbiddenDestination, check_destination
@@ -52,9 +51,9 @@ DUE_SLACK = timedelta(seconds=1)
 SWEEP_MAX_PER_RUN = 500
 
 
-def webhook_url_forbidden(reason: str) -> JobError:
+def webhook_url_forbidden(reason: str) -> ApplicationError:
     message = f"This webhook URL is not allowed. {reason}"
-    return JobError(
+    return ApplicationError(
         code="webhook_url_forbidden",
         message=message,
         fields={"webhook_url": [FieldError(code="webhook_url_forbidden", message=message)]},
@@ -64,7 +63,7 @@ def webhook_url_forbidden(reason: str) -> JobError:
 def webhook_subscription_clean(*, url: str, events: Sequence[str] | None) -> tuple[str, list[str]]:
     """The webhook URL and events to store on a new job (events default to all of them).
 
-    Raises a ``validation_error`` JobError for unknown events or an overlong URL, and a
+    Raises a ``validation_error`` ApplicationError for unknown events or an overlong URL, and a
     ``webhook_url_forbidden`` one for a URL this service may not call (see webhooks.addresses).
     """
     wanted = WebhookEvent.values if events is None else list(events)
@@ -103,40 +102,20 @@ def webhook_subscription_clean(*, url: str, events: Sequence[str] | None) -> tup
     return url, [event for event in WebhookEvent.values if event in wanted]
 
 
-def webhook_event_enqueue(*, job: GenerationJob, event: str) -> None:
-    """Once the current transaction commits, records and sends a delivery of ``event`` if the
-    job subscribed to it. Errors are logged, never raised into the job's own flow.
-
-    ``job`` needs only its id and webhook fields. Most jobs have no webhook: for them this
-    costs nothing, not a query per event on the worker's path.
-    """
-    if not job.webhook_url or event not in job.webhook_events:
-        return
-    transaction.on_commit(partial(_record_and_send, job_id=job.pk, event=event), robust=True)
-
-
-def _record_and_send(*, job_id: uuid.UUID | str, event: str) -> None:
-    # Imported here: the API serializer is the one job status shape, and it imports jobs.services.
-    from jobs.api.serializers import JobSerializer
-
-    job = GenerationJob.objects.prefetch_related("images").exclude(webhook_url="").filter(pk=job_id).first()
-    if job is None or event not in job.webhook_events:
-        return
+def webhook_delivery_create(*, job_id: uuid.UUID | str, url: str, event: str, data: object) -> None:
+    """Records the delivery of ``event`` with the job's status shape ``data`` and sends its first
+    attempt; the jobs app calls it once the job's transaction has committed."""
     now = timezone.now()
-    payload = {
-        "type": f"job.{event}",
-        "timestamp": now.isoformat().replace("+00:00", "Z"),
-        "data": JobSerializer(job).data,
-    }
+    payload = {"type": f"job.{event}", "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data}
     delivery = WebhookDelivery.objects.create(
-        job=job,
+        job_id=job_id,
         event=event,
-        url=job.webhook_url,
+        url=url,
         webhook_id=f"msg_{uuid.uuid4().hex}",
         payload=json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":")),
         next_attempt_at=now,
     )
-    logger.info("job=%s webhook=%s event=webhook_recorded type=job.%s", job.pk, delivery.webhook_id, event)
+    log_event(logger.info, "webhook_recorded", job=job_id, webhook=delivery.webhook_id, type=f"job.{event}")
     _send_attempt(delivery_id=delivery.pk, attempt=1, countdown=0.0)
 
 
@@ -155,7 +134,7 @@ def _send_attempt(*, delivery_id: int, attempt: int, countdown: float) -> bool:
             kwargs={"delivery_id": delivery_id, "attempt": attempt}, countdown=min(countdown, longest)
         )
     except KombuOperationalError:
-        logger.exception("webhook_delivery=%s attempt=%d event=webhook_send_failed", delivery_id, attempt)
+        log_event(logger.exception, "webhook_send_failed", webhook_delivery=delivery_id, attempt=attempt)
         return False
     return True
 
@@ -239,7 +218,7 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
     )
     delivery = WebhookDelivery.objects.filter(this_attempt).first()
     if delivery is None:
-        logger.info("webhook_delivery=%s attempt=%d event=webhook_attempt_skipped", delivery_id, attempt)
+        log_event(logger.info, "webhook_attempt_skipped", webhook_delivery=delivery_id, attempt=attempt)
         return
     if not claimed:
         # Not due yet (one hop of a longer wait), or another message holds this attempt: come
@@ -270,7 +249,7 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
         if not moved:
             # Only when this attempt outlived its claim and another message took it over; the
             # receiver dedupes by webhook-id.
-            logger.warning("webhook=%s attempt=%d event=webhook_attempt_raced", delivery.webhook_id, attempt)
+            log_event(logger.warning, "webhook_attempt_raced", webhook=delivery.webhook_id, attempt=attempt)
             return
         WebhookAttempt.objects.create(
             delivery=delivery,
@@ -287,14 +266,15 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
             transaction.on_commit(
                 partial(_send_attempt, delivery_id=delivery_id, attempt=attempt + 1, countdown=delay)
             )
-    logger.info(
-        "webhook=%s attempt=%d event=webhook_attempt status=%s response=%s error=%s duration_ms=%d",
-        delivery.webhook_id,
-        attempt,
-        status,
-        result.response_status,
-        result.error,
-        duration_ms,
+    log_event(
+        logger.info,
+        "webhook_attempt",
+        webhook=delivery.webhook_id,
+        attempt=attempt,
+        status=status,
+        response=result.response_status,
+        error=result.error,
+        duration_ms=duration_ms,
     )
 
 
@@ -308,7 +288,7 @@ def webhook_delivery_resend(*, delivery_id: int) -> None:
         transaction.on_commit(
             partial(_send_attempt, delivery_id=delivery_id, attempt=delivery.attempt_count + 1, countdown=0.0)
         )
-    logger.info("webhook=%s event=webhook_resend", delivery.webhook_id)
+    log_event(logger.info, "webhook_resend", webhook=delivery.webhook_id)
 
 
 def webhook_deliveries_sweep() -> int:
@@ -329,7 +309,7 @@ def webhook_deliveries_sweep() -> int:
     try:
         waiting = selectors.webhook_queue_pending_messages()
     except KombuOperationalError:
-        logger.exception("event=webhook_sweep_failed")
+        log_event(logger.exception, "webhook_sweep_failed")
         return 0
     overdue = selectors.overdue_deliveries(due_before=cutoff, limit=SWEEP_MAX_PER_RUN - waiting)
     resent = 0
@@ -347,11 +327,11 @@ def webhook_deliveries_sweep() -> int:
         if not _send_attempt(delivery_id=delivery_id, attempt=attempt_count + 1, countdown=0.0):
             break
         resent += 1
-    log_event(logger, "webhooks_swept", resent=resent, overdue=len(overdue), queue_waiting=waiting)
+    log_event(logger.info, "webhooks_swept", resent=resent, overdue=len(overdue), queue_waiting=waiting)
     if resent:
         try:
             record_webhook_resends(count=resent)
         except redis.RedisError:
             # The broker is this Redis too: it may have gone down after the last send.
-            logger.exception("event=webhook_resends_not_counted")
+            log_event(logger.exception, "webhook_resends_not_counted")
     return resent

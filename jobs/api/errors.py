@@ -1,4 +1,5 @@
-"""One JSON error shape for the whole API: ``{"error": {"code", "message", ...}}``."""
+"""One JSON error shape for the whole API: ``{"error": {"code", "message", ...}}``, and the one
+mapping of error codes to HTTP statuses, which the web page uses too."""
 
 from __future__ import annotations
 
@@ -8,7 +9,21 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from jobs.errors import JobError
+from core.errors import ApplicationError
+
+# Every other code is the client's to fix: 400.
+_CODES_BY_STATUS = {
+    403: ("blocked", "csrf_failed"),
+    404: ("not_found",),
+    409: ("job_already_finished", "job_not_retryable", "idempotency_conflict"),
+    429: ("rate_limited", "too_many_active_jobs", "daily_quota_exceeded"),
+    503: ("queue_full",),
+}
+_STATUS_BY_CODE = {code: status for status, codes in _CODES_BY_STATUS.items() for code in codes}
+
+
+def http_status(error: ApplicationError) -> int:
+    return _STATUS_BY_CODE.get(error.code, 400)
 
 
 def error_body(*, code: str, message: str, **extra: Any) -> dict[str, Any]:
@@ -31,8 +46,8 @@ def _flat_errors(detail: Any) -> list[dict[str, str]]:
 
 
 def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, JobError):
-        body = error_body(code=exc.code, message=exc.message)
+    if isinstance(exc, ApplicationError):
+        body = error_body(code=exc.code, message=exc.message, **exc.extra)
         if exc.fields:
             body["error"]["fields"] = {
                 name: [{"code": e.code, "message": e.message} for e in errors]
@@ -42,7 +57,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if exc.retry_after is not None:
             body["error"]["retry_after"] = exc.retry_after
             headers["Retry-After"] = str(exc.retry_after)
-        return Response(body, status=exc.http_status, headers=headers)
+        return Response(body, status=http_status(exc), headers=headers)
     if isinstance(exc, exceptions.ValidationError):
         return Response(
             error_body(

@@ -13,8 +13,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from core.errors import ApplicationError
 from jobs import services
-from jobs.errors import JobError
 from jobs.models import FailureCode, GenerationJob, JobStatus
 from ratelimit.models import BlockedNetwork
 from tests.factories import GenerationJobFactory, JobImageFactory
@@ -252,7 +252,7 @@ def test_block_action_blocks_the_client_networks_of_selected_jobs_and_their_next
         "198.51.100.4",
         "2001:db8:1:2::/64",
     }
-    with pytest.raises(JobError) as refused:
+    with pytest.raises(ApplicationError) as refused:
         services.job_submit(prompt="again", client_ip="2001:db8:1:2::99", width=64, height=64, steps=4)
     assert refused.value.code == "blocked"
     services.job_submit(prompt="fine", client_ip=bystander.client_ip, width=64, height=64, steps=4)

@@ -9,8 +9,9 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from core.errors import ApplicationError
 from jobs import services
-from jobs.errors import JobError
+from jobs.api.errors import http_status
 from jobs.models import GenerationJob, IdempotencyKey
 
 pytestmark = pytest.mark.django_db
@@ -65,10 +66,10 @@ def test_key_older_than_24_hours_no_longer_replays_and_is_purged(api_client: API
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "tab\there"])
 def test_malformed_key_is_a_400_idempotency_key_invalid(key: str) -> None:
-    with pytest.raises(JobError) as caught:
+    with pytest.raises(ApplicationError) as caught:
         services.job_submit(prompt="a fox", client_ip="198.51.100.1", idempotency_key=key)
 
-    assert (caught.value.code, caught.value.http_status) == ("idempotency_key_invalid", 400)
+    assert (caught.value.code, http_status(caught.value)) == ("idempotency_key_invalid", 400)
     assert GenerationJob.objects.count() == 0
 
 

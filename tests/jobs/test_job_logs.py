@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from config.logging import JsonFormatter, LogfmtFormatter
+from core.logging import JsonFormatter, LogfmtFormatter
 from jobs import services
 from jobs.models import FailureCode, GenerationJob
 
@@ -20,7 +20,7 @@ def job_events(caplog: pytest.LogCaptureFixture) -> list[dict[str, str]]:
     return [
         dict(pair.split("=", 1) for pair in shlex.split(record.getMessage()))
         for record in caplog.records
-        if record.name == "jobs.services"
+        if record.name.startswith("jobs.services.")
     ]
 
 
@@ -55,21 +55,39 @@ def test_failure_logs_its_code(caplog: pytest.LogCaptureFixture) -> None:
 def test_json_and_logfmt_formatters_write_the_same_fields(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="jobs.services")
     job = services.job_submit(prompt="a quiet harbour", client_ip="198.51.100.4")
-    (record,) = [record for record in caplog.records if record.name == "jobs.services"]
+    (record,) = [record for record in caplog.records if record.name.startswith("jobs.services.")]
 
     as_json = json.loads(JsonFormatter().format(record))
     as_logfmt = dict(pair.split("=", 1) for pair in shlex.split(LogfmtFormatter().format(record)))
 
     assert {key: as_json[key] for key in ("level", "logger", "event", "job", "client_ip")} == {
         "level": "INFO",
-        "logger": "jobs.services",
+        "logger": "jobs.services.submit",
         "event": "submitted",
         "job": str(job.id),
         "client_ip": "198.51.100.4",
     }
     assert {key: as_logfmt[key] for key in ("level", "logger", "event", "job")} == {
         "level": "INFO",
-        "logger": "jobs.services",
+        "logger": "jobs.services.submit",
         "event": "submitted",
         "job": str(job.id),
     }
+
+
+def test_a_failed_job_logs_its_fields_as_json_keys(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="jobs.services")
+    job = services.job_submit(prompt="a quiet harbour", client_ip="198.51.100.4")
+    caplog.clear()
+
+    services.job_fail(job_id=job.pk, code=FailureCode.TIMEOUT, message="Too slow.")
+
+    (record,) = [record for record in caplog.records if record.name.startswith("jobs.services.")]
+    line = json.loads(JsonFormatter().format(record))
+    assert {key: line[key] for key in ("logger", "event", "job", "code")} == {
+        "logger": "jobs.services.finish",
+        "event": "failed",
+        "job": str(job.id),
+        "code": "timeout",
+    }
+    assert "message" not in line

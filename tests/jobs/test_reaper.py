@@ -193,10 +193,9 @@ def test_reaper_counts_missing_heartbeats_only_once_it_has_watched_a_restarted_r
 
 
 def test_reaper_still_reaps_past_the_hard_limit_when_redis_cannot_be_read(
-    monkeypatch: pytest.MonkeyPatch,
+    settings: SettingsFixture,
 ) -> None:
-    unreachable = redis.Redis(port=free_port(), socket_connect_timeout=1)
-    monkeypatch.setattr(services, "_job_keys", lambda: unreachable)
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
     lost = lost_job()
     quiet = claimed(seconds_ago=settings.REAPER_HEARTBEAT_GRACE_SECONDS + 1)
 

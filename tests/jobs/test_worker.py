@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -13,6 +17,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from PIL import Image
 
+from core.redis import redis_client
 from generator.engine import Engine
 from jobs import services, worker
 from jobs.models import FailureCode, GenerationJob, JobStatus
@@ -203,13 +208,38 @@ def test_prompt_beyond_the_token_window_completes_with_a_truncation_warning(warm
     assert job.warnings == ["prompt_truncated"]
 
 
+@pytest.fixture
+def stalled_redis_url() -> Iterator[str]:
+    """A loopback server that accepts connections (the kernel's backlog) and never answers."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+
+
+def test_a_stalled_redis_cannot_hang_a_batch_s_cancel_check(
+    settings: Any, stalled_redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.REDIS_URL = stalled_redis_url
+    settings.REDIS_SOCKET_TIMEOUT_SECONDS = 0.5
+    reporter = worker.ProgressReporter([uuid.uuid4()], min_steps=100, min_seconds=0)
+
+    with caplog.at_level(logging.WARNING, logger="jobs.worker"):
+        checks = threading.Thread(target=lambda: [reporter(step, 10) for step in (1, 2, 3)], daemon=True)
+        checks.start()
+        checks.join(timeout=30)
+
+    assert not checks.is_alive(), "the cancel check waited on Redis beyond its timeout"
+    assert reporter.cancelled == set()
+    failures = [record for record in caplog.records if "event=cancel_check_failed" in record.getMessage()]
+    assert len(failures) == 1  # once per batch, not once per step
+
+
 def test_heartbeat_keeps_the_batch_keys_alive_while_the_batch_runs_and_lets_them_expire_after(
     settings: Any,
 ) -> None:
     settings.WORKER_HEARTBEAT_SECONDS = 0.5  # each key lives 1.5 s unless refreshed
     jobs = [GenerationJobFactory(running=True) for _ in range(2)]
     keys = [f"jobs:heartbeat:{job.pk}" for job in jobs]
-    client = services._job_keys()
+    client = redis_client()
 
     with worker.Heartbeat([job.pk for job in jobs], worker_hostname="gpu-9@test", interval=0.5):
         wait_for(lambda: client.exists(*keys) == 2, timeout=10)
@@ -217,4 +247,4 @@ def test_heartbeat_keeps_the_batch_keys_alive_while_the_batch_runs_and_lets_them
         during = client.mget(keys)
     wait_for(lambda: client.exists(*keys) == 0, timeout=10)
 
-    assert during == [b"gpu-9@test", b"gpu-9@test"]
+    assert during == ["gpu-9@test", "gpu-9@test"]

@@ -9,8 +9,8 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
+from core.errors import ApplicationError
 from jobs import services
-from jobs.errors import JobError
 from jobs.models import GenerationJob
 from ratelimit.services import block_ip
 from tests.ratelimit.helpers import VALID, fresh_window_client, submit
@@ -106,7 +106,7 @@ def test_concurrent_submits_cannot_create_two_active_jobs(settings: Any) -> None
             barrier.wait()
             services.job_submit(client_ip="198.51.100.30", **VALID)
             outcomes.append("accepted")
-        except JobError as error:
+        except ApplicationError as error:
             outcomes.append(error.code)
         except Exception as error:  # shown in the assertion below, instead of lost in a thread
             outcomes.append(repr(error))
@@ -150,7 +150,7 @@ def test_blocklisted_cidr_is_403_blocked(api_client: APIClient) -> None:
 
 
 def test_block_ip_rejects_what_is_not_an_address() -> None:
-    with pytest.raises(JobError) as raised:
+    with pytest.raises(ApplicationError) as raised:
         block_ip(ip_or_cidr="example.com", reason="")
 
     assert raised.value.code == "invalid_network"

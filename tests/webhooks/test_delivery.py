@@ -9,6 +9,7 @@ gone once it ends, so a worker that gets it skips it.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -23,6 +24,7 @@ from django.db import connection
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook
 
+from core.logging import JsonFormatter
 from jobs.models import GenerationJob, JobStatus
 from tests.factories import GenerationJobFactory, WebhookDeliveryFactory
 from tests.support.waits import wait_for
@@ -70,6 +72,26 @@ def test_a_2xx_answer_delivers_a_signed_payload(
     (recorded,) = delivery.attempts.all()
     assert (recorded.succeeded, recorded.response_status, recorded.error) == (True, 204, "")
     assert recorded.duration_ms >= 0
+
+
+def test_an_attempt_logs_its_fields_as_json_keys(
+    receiver_factory: Callable[..., Receiver], settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+    receiver = receiver_factory(204)
+
+    with caplog.at_level(logging.INFO, logger="webhooks.services"):
+        delivery = attempt(delivery_to(receiver.url))
+
+    (record,) = [record for record in caplog.records if "event=webhook_attempt " in record.getMessage()]
+    line = json.loads(JsonFormatter().format(record))
+    assert {key: line[key] for key in ("event", "webhook", "attempt", "status", "response")} == {
+        "event": "webhook_attempt",
+        "webhook": delivery.webhook_id,
+        "attempt": 1,
+        "status": "delivered",
+        "response": 204,
+    }
 
 
 def test_a_failed_attempt_is_recorded_and_a_jittered_retry_scheduled(

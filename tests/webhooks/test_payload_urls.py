@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from jobs.services import webhook_event_enqueue
 from tests.factories import GenerationJobFactory, JobImageFactory
 from webhooks.models import WebhookDelivery, WebhookEvent
-from webhooks.services import webhook_event_enqueue
 
 pytestmark = pytest.mark.django_db
 

@@ -13,8 +13,8 @@ from django.utils import timezone
 from PIL import Image
 from playwright.sync_api import Page, Route, expect
 
+from core.errors import ApplicationError
 from jobs import services
-from jobs.errors import JobError
 from jobs.models import FailureCode, GenerationJob, JobStatus
 from tests.factories import GenerationJobFactory
 from tests.support.processes import WorkerProcess
@@ -256,7 +256,7 @@ def test_a_rate_limited_submit_counts_down_before_the_button_works_again(
     expected_console_errors.append("status of 429")
 
     def rate_limited(**kwargs: Any) -> GenerationJob:
-        raise JobError(code="rate_limited", message="Slow down.", http_status=429, retry_after=3)
+        raise ApplicationError(code="rate_limited", message="Slow down.", retry_after=3)
 
     # The live server runs in this process, so this is what its submit path raises.
     monkeypatch.setattr(services, "job_submit", rate_limited)

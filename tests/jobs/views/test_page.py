@@ -10,8 +10,8 @@ import pytest
 from django.test import Client
 from rest_framework.test import APIClient
 
+from core.errors import ApplicationError
 from jobs import services
-from jobs.errors import JobError
 from jobs.models import GenerationJob, JobStatus
 from tests.jobs.views.helpers import HTMX, VALID_FORM, html
 
@@ -157,7 +157,7 @@ def test_a_rate_limited_submit_says_how_long_to_wait_with_a_countdown(
     client: Client, monkeypatch: pytest.MonkeyPatch, htmx: bool
 ) -> None:
     def rate_limited(**kwargs: Any) -> GenerationJob:
-        raise JobError(code="rate_limited", message="Too many requests.", http_status=429, retry_after=75)
+        raise ApplicationError(code="rate_limited", message="Too many requests.", retry_after=75)
 
     monkeypatch.setattr(services, "job_submit", rate_limited)
 
@@ -186,7 +186,7 @@ def test_each_submit_error_code_gets_its_own_human_message(
     client: Client, monkeypatch: pytest.MonkeyPatch, code: str, status: int, title: str
 ) -> None:
     def refuse(**kwargs: Any) -> GenerationJob:
-        raise JobError(code=code, message="Server says no.", http_status=status)
+        raise ApplicationError(code=code, message="Server says no.")
 
     monkeypatch.setattr(services, "job_submit", refuse)
 

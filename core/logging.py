@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,10 +24,12 @@ def logfmt(pairs: dict[str, Any]) -> str:
     return " ".join(f"{key}={_logfmt_value(value)}" for key, value in pairs.items())
 
 
-def log_event(logger: logging.Logger, event: str, /, **fields: object) -> None:
-    """Logs one line ``event=<event> key=value ...`` at INFO."""
+def log_event(log: Callable[..., None], event: str, /, *, exc_info: bool = False, **fields: Any) -> None:
+    """Logs one line ``event=<event> key=value ...`` with ``log``, a logger's ``info``,
+    ``warning`` or ``exception``: the one way every module logs an event."""
     pairs = {"event": event, **fields}
-    logger.info(logfmt(pairs), extra={"fields": pairs})
+    # Passed only when asked: logger.exception adds the traceback itself, and False would drop it.
+    log(logfmt(pairs), extra={"fields": pairs}, **({"exc_info": True} if exc_info else {}))
 
 
 def _timestamp(record: logging.LogRecord) -> str:

@@ -1,0 +1,24 @@
+"""The one way to Redis: one client per process and URL, with deliberate connect and read timeouts.
+
+A stalled Redis then costs a caller at most ``REDIS_SOCKET_TIMEOUT_SECONDS`` and a
+``redis.TimeoutError``, never a hung batch or probe. redis-py's pool is thread-safe and
+replaces its connections in a forked child (the Celery prefork pool), so one client is shared.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import redis
+from django.conf import settings
+
+
+def redis_client(url: str | None = None) -> redis.Redis:
+    return _client(url or settings.REDIS_URL, settings.REDIS_SOCKET_TIMEOUT_SECONDS)
+
+
+@functools.cache
+def _client(url: str, timeout_seconds: float) -> redis.Redis:
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=timeout_seconds, socket_timeout=timeout_seconds, decode_responses=True
+    )

@@ -1,0 +1,15 @@
+"""Every write to a GenerationJob, one module per lifecycle stage: submit, claim, finish,
+reaper, liveness.
+
+State changes are conditional UPDATEs checked against ``TRANSITION_SOURCES``, so a job
+never moves backwards (``completed`` never becomes ``running`` again) however web
+processes, workers and the reaper interleave.
+"""
+
+from jobs.services.claim import ClaimedBatch, claim_next_jobs, job_cancel, job_record_progress
+from jobs.services.finish import job_complete, job_fail, job_finished
+from jobs.services.liveness import HEARTBEAT_WATCHED_SINCE_KEY, cancelled_job_ids, job_record_heartbeat
+from jobs.services.notify import webhook_event_enqueue
+from jobs.services.reaper import ReapResult, delete_expired_results, reap_stale_jobs, republish_queued_jobs
+from jobs.services.submit import job_retry, job_submit, wake_gpu_worker
+from jobs.services.transition import JobId, transition_job

@@ -1,0 +1,119 @@
+"""Claiming and running jobs: the fair batch claim, progress, and cancelling."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.utils import timezone
+
+from core.logging import log_event
+from jobs import selectors
+from jobs.errors import job_already_finished, job_not_found
+from jobs.models import FailureCode, GenerationJob, JobStatus
+from jobs.services.finish import job_finished
+from jobs.services.liveness import job_flag_cancelled
+from jobs.services.notify import webhook_event_enqueue
+from jobs.services.transition import JobId, transition_job
+from webhooks.models import WebhookEvent
+
+logger = logging.getLogger(__name__)
+
+# Compatible queued jobs a claim considers for a batch; enough to find every client's turn.
+BATCH_CANDIDATES = 200
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    jobs: list[GenerationJob]
+
+
+def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
+    """Claims the next job in fair order and up to ``max_images`` images of compatible ones.
+
+    Clients take turns (``selectors.client_turn_order``): the head is the oldest queued job of
+    the client whose turn it is, and compatible jobs fill the batch in the same turn order.
+    Compatible means one pipeline call can serve them all: same model, size, steps, guidance
+    and scheduler. Each claim is a conditional UPDATE, so two workers never share a job.
+    """
+    queued = GenerationJob.objects.filter(status=JobStatus.QUEUED)
+    for _attempt in range(5):
+        turn_order = selectors.client_turn_order()
+        if not turn_order:
+            return ClaimedBatch(jobs=[])
+        head = queued.filter(client_network=turn_order[0]).order_by("created_at").first()
+        if head is None:
+            continue
+        compatible = queued.filter(
+            model_name=head.model_name,
+            width=head.width,
+            height=head.height,
+            steps=head.steps,
+            guidance_scale=head.guidance_scale,
+            scheduler=head.scheduler,
+        ).exclude(pk=head.pk)
+        # The head is its client's oldest job and that client's turn comes first: it stays first.
+        candidates = _in_turns([head, *compatible.order_by("created_at")[:BATCH_CANDIDATES]], turn_order)
+        claimed: list[GenerationJob] = []
+        images = 0
+        now = timezone.now()
+        for candidate in candidates:
+            if claimed and images + candidate.num_images > max_images:
+                continue
+            if transition_job(
+                job_id=candidate.pk,
+                to=JobStatus.RUNNING,
+                started_at=now,
+                worker_hostname=worker_hostname,
+                progress_step=0,
+                progress_total=0,
+            ):
+                claimed.append(candidate)
+                images += candidate.num_images
+        if claimed:
+            for job in claimed:
+                # What the claim's UPDATE wrote, without reading each row back.
+                job.status, job.started_at, job.worker_hostname = JobStatus.RUNNING, now, worker_hostname
+                job.progress_step = job.progress_total = 0
+                log_event(logger.info, "started", job=job.id, worker=worker_hostname, batch=len(claimed))
+                webhook_event_enqueue(job=job, event=WebhookEvent.STARTED)
+            return ClaimedBatch(jobs=claimed)
+    return ClaimedBatch(jobs=[])
+
+
+def _in_turns(jobs: Sequence[GenerationJob], turn_order: Sequence[str]) -> list[GenerationJob]:
+    """Jobs (oldest first) reordered as turns: every client's oldest, then every second, ..."""
+    rank = {ip: index for index, ip in enumerate(turn_order)}
+    seen: dict[str, int] = {}
+    keyed = []
+    for job in jobs:
+        nth = seen.get(job.client_network, 0)
+        seen[job.client_network] = nth + 1
+        keyed.append(((nth, rank.get(job.client_network, len(rank))), job))
+    return [job for _key, job in sorted(keyed, key=lambda item: item[0])]
+
+
+def job_record_progress(*, job_ids: Sequence[JobId], step: int, total: int) -> None:
+    GenerationJob.objects.filter(pk__in=job_ids, status=JobStatus.RUNNING).update(
+        progress_step=min(step, total), progress_total=total, updated_at=timezone.now()
+    )
+
+
+def job_cancel(*, job_id: JobId) -> GenerationJob:
+    """Cancels a queued job (it never runs) or a running one (its worker stops at the next step)."""
+    if not transition_job(
+        job_id=job_id,
+        to=JobStatus.CANCELLED,
+        finished_at=timezone.now(),
+        failure_code=FailureCode.CANCELLED,
+        failure_message="Cancelled on request.",
+    ):
+        job = GenerationJob.objects.filter(pk=job_id).first()
+        if job is None:
+            raise job_not_found()
+        raise job_already_finished(job.status)
+    job_flag_cancelled(job_id=job_id)
+    job = GenerationJob.objects.get(pk=job_id)
+    job_finished(job=job, outcome=JobStatus.CANCELLED)
+    return job

@@ -1,0 +1,103 @@
+"""Finishing a job: completing or failing it, and the one "job finished" path every terminal
+transition takes (usage, counters, log, webhook, in that order)."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from django.core.files.base import ContentFile
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from core.logging import log_event
+from jobs.models import GenerationJob, JobImage, JobStatus
+from jobs.services.notify import webhook_event_enqueue
+from jobs.services.transition import JobId, transition_job
+from ops import metrics
+from ratelimit.services import usage_record_job_finished
+from webhooks.models import WebhookEvent
+
+logger = logging.getLogger(__name__)
+
+
+def job_finished(*, job: GenerationJob, outcome: str, **log_fields: Any) -> None:
+    """Usage, counters, log and webhook of a job that just reached a terminal status: ``outcome``
+    is that status, or ``deduplicated`` for a job answered from another's files.
+
+    Called in the transaction that moved the job, with ``finished_at`` and ``failure_code``
+    set on ``job``; counters and the webhook wait for the commit. Cancelled and deduplicated
+    jobs ran on no GPU, so usage does not count them.
+    """
+    run_seconds = (
+        (job.finished_at - job.started_at).total_seconds() if job.started_at and job.finished_at else None
+    )
+    if outcome in (JobStatus.COMPLETED, JobStatus.FAILED) and job.finished_at:
+        usage_record_job_finished(
+            network=job.client_network,
+            failure_code=job.failure_code,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )
+    transaction.on_commit(
+        functools.partial(
+            metrics.record_job_finished,
+            outcome=outcome,
+            failure_code=job.failure_code,
+            run_seconds=run_seconds,
+        )
+    )
+    log_event(logger.info, outcome, job=job.pk, **log_fields)
+    webhook_event_enqueue(job=job, event=WebhookEvent.COMPLETED if outcome == "deduplicated" else outcome)
+
+
+def job_complete(*, job: GenerationJob, pngs: Sequence[bytes], warnings: Sequence[str] = ()) -> bool:
+    """Stores the result files and completes the job; returns False if it was cancelled meanwhile."""
+    if GenerationJob.objects.filter(pk=job.pk, status=JobStatus.RUNNING).count() == 0:
+        return False
+    images = []
+    for index, png in enumerate(pngs):
+        image = JobImage(job=job, index=index, seed=job.seed + index)
+        image.file.save(f"{job.id}/{index}.png", ContentFile(png), save=False)
+        images.append(image)
+    finished_at = timezone.now()
+    with transaction.atomic():
+        moved = transition_job(
+            job_id=job.pk, to=JobStatus.COMPLETED, finished_at=finished_at, warnings=list(warnings)
+        )
+        if moved:
+            JobImage.objects.bulk_create(images)
+            job.status, job.finished_at, job.warnings = JobStatus.COMPLETED, finished_at, list(warnings)
+            run_seconds = (finished_at - job.started_at).total_seconds() if job.started_at else 0.0
+            job_finished(
+                job=job, outcome=JobStatus.COMPLETED, duration_s=round(run_seconds, 3), images=len(images)
+            )
+    if not moved:
+        for image in images:
+            image.file.delete(save=False)
+    return moved
+
+
+def job_fail(*, job_id: JobId, code: str, message: str, where: Q | None = None) -> bool:
+    """Fails a queued or running job with a named ``FailureCode``; returns whether it moved.
+
+    ``where`` adds conditions to the same UPDATE, as in ``transition_job``."""
+    finished_at = timezone.now()
+    with transaction.atomic():
+        moved = transition_job(
+            job_id=job_id,
+            to=JobStatus.FAILED,
+            where=where,
+            finished_at=finished_at,
+            failure_code=code,
+            failure_message=message,
+        )
+        if moved:
+            job = GenerationJob.objects.only(
+                "client_network", "started_at", "finished_at", "failure_code", "webhook_url", "webhook_events"
+            ).get(pk=job_id)
+            job_finished(job=job, outcome=JobStatus.FAILED, code=code)
+    return moved
