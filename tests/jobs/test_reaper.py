@@ -7,7 +7,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-import redis
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.utils import timezone
