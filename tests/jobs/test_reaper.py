@@ -390,7 +390,7 @@ def test_job_of_a_killed_worker_is_requeued_once_its_heartbeat_expires_and_a_liv
     wait_for(lambda: heartbeat_of(job) is None, timeout=30)
     assert services.reap_stale_jobs().requeued == 1
 
-    wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == JobStatus.COMPLETED, timeout=120)
+    wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == JobStatus.COMPLETED, timeout=300)
     job.refresh_from_db()
     assert (job.worker_hostname, job.requeue_count, job.images.count()) == (gpu_worker.hostname, 1, 1)
 

@@ -105,7 +105,7 @@ def test_sigterm_lets_the_running_batch_finish_and_then_the_worker_exits(tiny_mo
         wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == JobStatus.RUNNING)
         signalled_at = timezone.now()
         stopping.process.terminate()  # warm shutdown
-        exit_code = stopping.process.wait(timeout=120)
+        exit_code = stopping.process.wait(timeout=300)
     finally:
         stopping.stop()
 
