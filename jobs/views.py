@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from django.conf import settings
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -26,6 +25,7 @@ from jobs.errors import JobError, invalid_parameters
 from jobs.forms import CUSTOM_SIZE, GenerateForm
 from jobs.models import GenerationJob, JobImage, JobStatus
 from jobs.problems import NextStep, duration_text, problem_for
+from jobs.validation import job_limits
 from ratelimit.client_ip import client_ip
 from ratelimit.services import enforce_status_poll_limit
 
@@ -78,9 +78,9 @@ def _announcement(job: GenerationJob, queue_position: int | None) -> str:
 
 def _lighter_arguments(job: GenerationJob) -> dict[str, Any] | None:
     """Half the size and half the steps, within the limits; None if nothing can get lighter."""
-    limits = settings.JOB_LIMITS
-    width, height = (max(limits["min_size"], side // 2 // 8 * 8) for side in (job.width, job.height))
-    steps = max(1, job.steps // 2)
+    ranges = job_limits().ranges()
+    width, height = (max(ranges["width"][0], side // 2 // 8 * 8) for side in (job.width, job.height))
+    steps = max(ranges["steps"][0], job.steps // 2)
     if (width, height, steps) == (job.width, job.height, job.steps):
         return None
     return {"width": width, "height": height, "steps": steps}
