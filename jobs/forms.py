@@ -6,7 +6,7 @@ codes the API returns, so the page and the API can never disagree about what is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django import forms
@@ -111,31 +111,20 @@ class GenerateForm(forms.Form):
     @classmethod
     def for_job(cls, job: GenerationJob) -> GenerateForm:
         """The form filled with a job's settings and no seed, so that editing starts from them."""
-        return cls(
-            initial={
-                "prompt": job.prompt,
-                "negative_prompt": job.negative_prompt,
-                "size": size_key(width=job.width, height=job.height),
-                "width": job.width,
-                "height": job.height,
-                "steps": job.steps,
-                "guidance_scale": job.guidance_scale,
-            }
-        )
+        size = size_key(width=job.width, height=job.height)
+        return cls(initial={**cls.values_of(job), "size": size, "seed": None})
+
+    @classmethod
+    def values_of(cls, job: GenerationJob) -> dict[str, Any]:
+        """The job's parameters that this form has fields for."""
+        return {name: value for name, value in asdict(job.parameters).items() if name in cls.base_fields}
 
     def submit_arguments(self) -> dict[str, Any]:
         """Keyword arguments for ``jobs.services.job_submit``; call after ``is_valid()``."""
-        data = self.cleaned_data
-        preset = next((p for p in size_presets() if p.key == data.get("size")), None)
-        return {
-            "prompt": data["prompt"],
-            "negative_prompt": data["negative_prompt"],
-            "width": preset.width if preset else data["width"],
-            "height": preset.height if preset else data["height"],
-            "steps": data["steps"],
-            "guidance_scale": data["guidance_scale"],
-            "seed": data["seed"],
-        }
+        arguments = dict(self.cleaned_data)
+        size = arguments.pop("size")
+        preset = next((p for p in size_presets() if p.key == size), None)
+        return arguments | ({"width": preset.width, "height": preset.height} if preset else {})
 
     def add_job_error(self, error: JobError) -> None:
         """Shows a service's field errors beside the fields (or above the form if it has no such field)."""

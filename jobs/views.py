@@ -98,17 +98,7 @@ def _blank_image_uri(*, width: int, height: int) -> str:
 
 def _resubmit_fields(job: GenerationJob, **overrides: Any) -> list[tuple[str, Any]]:
     """Hidden form fields that submit this job's request again, with some values changed."""
-    values: dict[str, Any] = {
-        "prompt": job.prompt,
-        "negative_prompt": job.negative_prompt,
-        "size": CUSTOM_SIZE,
-        "width": job.width,
-        "height": job.height,
-        "steps": job.steps,
-        "guidance_scale": job.guidance_scale,
-        "seed": job.seed,
-        **overrides,
-    }
+    values = {**GenerateForm.values_of(job), "size": CUSTOM_SIZE, **overrides}
     # Strings, so that the template writes them exactly (no localized number formatting).
     return [(name, "" if value is None else str(value)) for name, value in values.items()]
 
