@@ -10,28 +10,15 @@ from django.test import Client
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
-from generator import GenerationParameters
 from generator.parameters import PARAMETER_NAMES
 from jobs.api.serializers import JobSerializer, JobSubmitInputSerializer
 from jobs.forms import GenerateForm
 from jobs.models import GenerationJob
 from jobs.validation import job_limits
-from tests.factories import GenerationJobFactory
+from tests.factories import EVERY_PARAMETER_SET, GenerationJobFactory
 from tests.web.helpers import VALID_FORM, html
 
 pytestmark = pytest.mark.django_db
-
-EVERY_PARAMETER_SET = GenerationParameters(
-    prompt="a red fox",
-    negative_prompt="blurry",
-    width=96,
-    height=64,
-    steps=5,
-    guidance_scale=4.5,
-    seed=987654,
-    scheduler="euler",
-    num_images=2,
-)
 
 
 def test_every_parameter_is_a_column_an_api_input_an_api_output_and_in_the_schema() -> None:
