@@ -20,7 +20,7 @@ from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
 from core.logging import log_event
-from generator.requests import SCHEDULER_NAMES, GenerationRequest
+from generator.parameters import SCHEDULER_NAMES, GenerationParameters
 
 logger = logging.getLogger(__name__)
 
@@ -103,10 +103,12 @@ class Engine:
 
     def warm_up(self) -> None:
         """One tiny run so the first real job does not pay for lazy initialisation."""
-        self.generate([GenerationRequest(prompt="warm up", width=64, height=64, steps=1)])
+        self.generate(
+            [GenerationParameters(prompt="warm up", width=64, height=64, steps=1, guidance_scale=7.5, seed=0)]
+        )
 
     def generate(
-        self, requests: Sequence[GenerationRequest], *, on_step: StepCallback | None = None
+        self, requests: Sequence[GenerationParameters], *, on_step: StepCallback | None = None
     ) -> list[GenerationResult]:
         """Runs compatible requests as one pipeline call; results come back in request order.
 
@@ -126,10 +128,10 @@ class Engine:
         negative_prompts: list[str] = []
         generators: list[torch.Generator] = []
         for request in requests:
-            for index in range(request.num_images):
+            for seed in request.image_seeds():
                 prompts.append(request.prompt)
                 negative_prompts.append(request.negative_prompt)
-                generators.append(torch.Generator(device="cpu").manual_seed(request.seed + index))
+                generators.append(torch.Generator(device="cpu").manual_seed(seed))
 
         self.pipeline.scheduler = self._scheduler(first.scheduler)
 

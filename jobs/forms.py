@@ -6,17 +6,18 @@ codes the API returns, so the page and the API can never disagree about what is 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from django import forms
-from django.conf import settings
 
 from core.errors import ApplicationError
 from jobs.models import GenerationJob
-from jobs.validation import SEED_MAX
+from jobs.validation import job_limits, parameter_defaults
 
 CUSTOM_SIZE = "custom"
+# The browser's spinner steps, where a number has a natural one.
+INPUT_STEPS = {"width": 8, "height": 8, "guidance_scale": 0.5}
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,11 @@ SIZE_PRESETS = (
 
 def size_presets() -> list[SizePreset]:
     """The presets the configured size limits allow."""
-    limits = settings.JOB_LIMITS
+    low, high = job_limits().ranges()["width"]
     return [
         preset
         for preset in SIZE_PRESETS
-        if limits["min_size"] <= min(preset.width, preset.height)
-        and max(preset.width, preset.height) <= limits["max_size"]
+        if low <= min(preset.width, preset.height) and max(preset.width, preset.height) <= high
     ]
 
 
@@ -84,7 +84,8 @@ class GenerateForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
-        limits, defaults = settings.JOB_LIMITS, settings.JOB_DEFAULTS
+        limits, defaults = job_limits(), parameter_defaults()
+        ranges = limits.ranges()
         size_field = self.fields["size"]
         assert isinstance(size_field, forms.ChoiceField)
         size_field.choices = [(preset.key, preset.label) for preset in size_presets()] + [
@@ -92,54 +93,38 @@ class GenerateForm(forms.Form):
         ]
         size_field.initial = size_key(width=defaults["width"], height=defaults["height"])
         # Browser-side hints only; the server applies the same limits in jobs.validation.
-        for name in ("width", "height"):
-            self.fields[name].initial = defaults[name]
-            self.fields[name].widget.attrs.update(
-                {"min": limits["min_size"], "max": limits["max_size"], "step": 8}
-            )
-        self.fields["steps"].initial = defaults["steps"]
-        self.fields["steps"].widget.attrs.update({"min": 1, "max": limits["max_steps"]})
-        self.fields["guidance_scale"].initial = defaults["guidance_scale"]
-        self.fields["guidance_scale"].widget.attrs.update(
-            {"min": limits["min_guidance"], "max": limits["max_guidance"], "step": 0.5}
-        )
-        self.fields["seed"].widget.attrs.update({"min": 0, "max": SEED_MAX, "placeholder": "random"})
+        for name, (low, high) in ranges.items():
+            if name in self.fields:
+                self.fields[name].initial = defaults[name]
+                self.fields[name].widget.attrs.update({"min": low, "max": high})
+        for name, step in INPUT_STEPS.items():
+            self.fields[name].widget.attrs["step"] = step
+        self.fields["seed"].widget.attrs["placeholder"] = "random"
         self.fields["width"].help_text = self.fields["height"].help_text = (
-            f"{limits['min_size']} to {limits['max_size']}, a multiple of 8; used with the Custom size."
+            "{} to {}, a multiple of 8; used with the Custom size.".format(*ranges["width"])
         )
-        self.fields["steps"].help_text = f"1 to {limits['max_steps']}: more is slower and finer."
+        self.fields["steps"].help_text = "{} to {}: more is slower and finer.".format(*ranges["steps"])
         self.fields["guidance_scale"].help_text = "How closely to follow the prompt."
         self.fields["seed"].help_text = "Same seed and settings, same image. Empty for a random one."
-        self.fields["prompt"].widget.attrs["maxlength"] = limits["prompt_max_chars"]
+        self.fields["prompt"].widget.attrs["maxlength"] = limits.prompt_max_chars
 
     @classmethod
     def for_job(cls, job: GenerationJob) -> GenerateForm:
         """The form filled with a job's settings and no seed, so that editing starts from them."""
-        return cls(
-            initial={
-                "prompt": job.prompt,
-                "negative_prompt": job.negative_prompt,
-                "size": size_key(width=job.width, height=job.height),
-                "width": job.width,
-                "height": job.height,
-                "steps": job.steps,
-                "guidance_scale": job.guidance_scale,
-            }
-        )
+        size = size_key(width=job.width, height=job.height)
+        return cls(initial={**cls.values_of(job), "size": size, "seed": None})
+
+    @classmethod
+    def values_of(cls, job: GenerationJob) -> dict[str, Any]:
+        """The job's parameters that this form has fields for."""
+        return {name: value for name, value in asdict(job.parameters).items() if name in cls.base_fields}
 
     def submit_arguments(self) -> dict[str, Any]:
         """Keyword arguments for ``jobs.services.job_submit``; call after ``is_valid()``."""
-        data = self.cleaned_data
-        preset = next((p for p in size_presets() if p.key == data.get("size")), None)
-        return {
-            "prompt": data["prompt"],
-            "negative_prompt": data["negative_prompt"],
-            "width": preset.width if preset else data["width"],
-            "height": preset.height if preset else data["height"],
-            "steps": data["steps"],
-            "guidance_scale": data["guidance_scale"],
-            "seed": data["seed"],
-        }
+        arguments = dict(self.cleaned_data)
+        size = arguments.pop("size")
+        preset = next((p for p in size_presets() if p.key == size), None)
+        return arguments | ({"width": preset.width, "height": preset.height} if preset else {})
 
     def add_job_error(self, error: ApplicationError) -> None:
         """Shows a service's field errors beside the fields (or above the form if it has no such field)."""

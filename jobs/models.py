@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
+from typing import Any
 
 from django.db import models
 from django.urls import reverse
+
+from generator import GenerationParameters
+from generator.parameters import PARAMETER_NAMES
 
 
 class JobStatus(models.TextChoices):
@@ -41,6 +46,7 @@ class FailureCode(models.TextChoices):
 
 
 class GenerationJob(models.Model):
+    # One column per GenerationParameters field, of the same name (``parameters``, ``fields_from``).
     # The id is the capability to read a job (there are no accounts), so it is random.
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     prompt = models.TextField()
@@ -126,6 +132,15 @@ class GenerationJob(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def parameters(self) -> GenerationParameters:
+        return GenerationParameters(**{name: getattr(self, name) for name in PARAMETER_NAMES})
+
+    @staticmethod
+    def fields_from(params: GenerationParameters) -> dict[str, Any]:
+        """The columns that store these parameters; ``seed`` must be drawn already (the column is NOT NULL)."""
+        return asdict(params)
 
 
 class JobImage(models.Model):

@@ -11,7 +11,6 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from django.conf import settings
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -27,6 +26,7 @@ from jobs.api.errors import http_status
 from jobs.forms import CUSTOM_SIZE, GenerateForm
 from jobs.models import GenerationJob, JobImage, JobStatus
 from jobs.problems import NextStep, duration_text, problem_for
+from jobs.validation import job_limits
 from ratelimit.client_ip import client_ip
 from ratelimit.services import enforce_status_poll_limit
 
@@ -77,9 +77,9 @@ def _announcement(job: GenerationJob, queue_position: int | None) -> str:
 
 def _lighter_arguments(job: GenerationJob) -> dict[str, Any] | None:
     """Half the size and half the steps, within the limits; None if nothing can get lighter."""
-    limits = settings.JOB_LIMITS
-    width, height = (max(limits["min_size"], side // 2 // 8 * 8) for side in (job.width, job.height))
-    steps = max(1, job.steps // 2)
+    ranges = job_limits().ranges()
+    width, height = (max(ranges["width"][0], side // 2 // 8 * 8) for side in (job.width, job.height))
+    steps = max(ranges["steps"][0], job.steps // 2)
     if (width, height, steps) == (job.width, job.height, job.steps):
         return None
     return {"width": width, "height": height, "steps": steps}
@@ -97,17 +97,7 @@ def _blank_image_uri(*, width: int, height: int) -> str:
 
 def _resubmit_fields(job: GenerationJob, **overrides: Any) -> list[tuple[str, Any]]:
     """Hidden form fields that submit this job's request again, with some values changed."""
-    values: dict[str, Any] = {
-        "prompt": job.prompt,
-        "negative_prompt": job.negative_prompt,
-        "size": CUSTOM_SIZE,
-        "width": job.width,
-        "height": job.height,
-        "steps": job.steps,
-        "guidance_scale": job.guidance_scale,
-        "seed": job.seed,
-        **overrides,
-    }
+    values = {**GenerateForm.values_of(job), "size": CUSTOM_SIZE, **overrides}
     # Strings, so that the template writes them exactly (no localized number formatting).
     return [(name, "" if value is None else str(value)) for name, value in values.items()]
 

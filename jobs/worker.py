@@ -5,7 +5,6 @@ Only worker processes import this module (it loads torch); web processes never d
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 import threading
@@ -19,11 +18,10 @@ from PIL import Image, PngImagePlugin
 
 from core.errors import ApplicationError
 from core.logging import log_event
-from generator import GenerationRequest
 from generator.engine import Engine, GeneratorOutOfMemory
 from jobs import services
 from jobs.models import FailureCode, GenerationJob
-from jobs.validation import JobParameters, validate_parameters
+from jobs.validation import validate_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -140,27 +138,13 @@ def _reject_invalid(jobs: Sequence[GenerationJob]) -> list[GenerationJob]:
     valid = []
     for job in jobs:
         try:
-            validate_parameters(JobParameters(**dataclasses.asdict(to_request(job))))
+            validate_parameters(job.parameters)
         except ApplicationError as error:
             reasons = "; ".join(e.message for errors in error.fields.values() for e in errors)
             services.job_fail(job_id=job.pk, code=FailureCode.INVALID_PROMPT, message=reasons)
         else:
             valid.append(job)
     return valid
-
-
-def to_request(job: GenerationJob) -> GenerationRequest:
-    return GenerationRequest(
-        prompt=job.prompt,
-        negative_prompt=job.negative_prompt,
-        width=job.width,
-        height=job.height,
-        steps=job.steps,
-        guidance_scale=job.guidance_scale,
-        seed=job.seed,
-        scheduler=job.scheduler,
-        num_images=job.num_images,
-    )
 
 
 def run_batch(jobs: Sequence[GenerationJob]) -> None:
@@ -174,7 +158,7 @@ def run_batch(jobs: Sequence[GenerationJob]) -> None:
         min_seconds=settings.PROGRESS_MIN_SECONDS,
     )
     try:
-        results = get_engine().generate([to_request(job) for job in jobs], on_step=reporter)
+        results = get_engine().generate([job.parameters for job in jobs], on_step=reporter)
     except AllJobsCancelled:
         log_event(logger.info, "batch_stopped", reason="cancelled", jobs=len(jobs))
         return
@@ -189,8 +173,9 @@ def run_batch(jobs: Sequence[GenerationJob]) -> None:
         _fail_all(jobs, FailureCode.INFERENCE_ERROR, "The image could not be generated.")
         return
     for job, result in zip(jobs, results, strict=True):
+        seeds = job.parameters.image_seeds()
         pngs = [
-            encode_png(image, job=job, seed=job.seed + index) for index, image in enumerate(result.images)
+            encode_png(image, job=job, seed=seed) for seed, image in zip(seeds, result.images, strict=True)
         ]
         try:
             services.job_complete(

@@ -7,9 +7,23 @@ from django.conf import settings
 from django.core.files.base import ContentFile
 from django.utils import timezone
 
+from generator import GenerationParameters
 from jobs.models import FailureCode, GenerationJob, JobImage, JobStatus
 from ratelimit.client_ip import client_network
 from webhooks.models import WebhookDelivery, WebhookEvent
+
+# A value for every generation parameter, none of them its default.
+EVERY_PARAMETER_SET = GenerationParameters(
+    prompt="a red fox",
+    negative_prompt="blurry",
+    width=96,
+    height=64,
+    steps=5,
+    guidance_scale=4.5,
+    seed=987654,
+    scheduler="euler",
+    num_images=2,
+)
 
 
 class GenerationJobFactory(factory.django.DjangoModelFactory):

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import MISSING, fields
+from typing import Any, get_type_hints
 
 from django.conf import settings
 from django.urls import reverse
@@ -11,6 +12,8 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from generator import GenerationParameters
+from generator.parameters import PARAMETER_NAMES, TEXT_PARAMETERS
 from jobs import selectors
 from jobs.models import GenerationJob, JobImage
 
@@ -26,21 +29,39 @@ def absolute_url(url: str, context: Mapping[str, Any]) -> str:
     return url
 
 
+# The DRF field for each GenerationParameters type.
+INPUT_FIELD_CLASSES: dict[object, type[serializers.Field]] = {
+    str: serializers.CharField,
+    int: serializers.IntegerField,
+    int | None: serializers.IntegerField,
+    float: serializers.FloatField,
+}
+
+
+def parameter_input_fields() -> dict[str, serializers.Field]:
+    """GenerationParameters as API input: types only; the rules (and their codes) are jobs.validation's."""
+    types = get_type_hints(GenerationParameters)
+    inputs = {}
+    for parameter in fields(GenerationParameters):
+        name, default = parameter.name, parameter.default
+        options: dict[str, Any] = {"required": default is MISSING and name not in settings.JOB_DEFAULTS}
+        if default is None:
+            options["allow_null"] = True
+        elif default is not MISSING:
+            options["default"] = default
+        if name in TEXT_PARAMETERS:
+            # Emptiness and whitespace are rules with their own codes, not type errors.
+            options.update(allow_blank=True, trim_whitespace=False)
+        inputs[name] = INPUT_FIELD_CLASSES[types[name]](**options)
+    return inputs
+
+
 class JobSubmitInputSerializer(serializers.Serializer):
-    # Types only: the rules (and their stable codes) are jobs.validation's, shared with the page.
-    prompt = serializers.CharField(allow_blank=True, trim_whitespace=False)
-    negative_prompt = serializers.CharField(
-        allow_blank=True, trim_whitespace=False, required=False, default=""
-    )
-    width = serializers.IntegerField(required=False)
-    height = serializers.IntegerField(required=False)
-    steps = serializers.IntegerField(required=False)
-    guidance_scale = serializers.FloatField(required=False)
-    seed = serializers.IntegerField(required=False, allow_null=True)
-    scheduler = serializers.CharField(required=False, default="default")
-    num_images = serializers.IntegerField(required=False, default=1)
     webhook_url = serializers.CharField(required=False, allow_blank=True, default="")
     webhook_events = serializers.ListField(child=serializers.CharField(), required=False)
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        return {**parameter_input_fields(), **super().get_fields()}
 
 
 class ProgressSerializer(serializers.Serializer):
@@ -98,15 +119,7 @@ class JobSerializer(serializers.ModelSerializer):
             "id",
             "status",
             "status_url",
-            "prompt",
-            "negative_prompt",
-            "width",
-            "height",
-            "steps",
-            "guidance_scale",
-            "seed",
-            "scheduler",
-            "num_images",
+            *PARAMETER_NAMES,
             "progress",
             "queue",
             "deduplicated",

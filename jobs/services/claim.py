@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from django.utils import timezone
 
 from core.logging import log_event
+from generator.parameters import BATCH_KEY_FIELDS
 from jobs import selectors
 from jobs.errors import job_already_finished, job_not_found
 from jobs.models import FailureCode, GenerationJob, JobStatus
@@ -46,12 +47,7 @@ def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
         if head is None:
             continue
         compatible = queued.filter(
-            model_name=head.model_name,
-            width=head.width,
-            height=head.height,
-            steps=head.steps,
-            guidance_scale=head.guidance_scale,
-            scheduler=head.scheduler,
+            model_name=head.model_name, **{name: getattr(head, name) for name in BATCH_KEY_FIELDS}
         ).exclude(pk=head.pk)
         # The head is its client's oldest job and that client's turn comes first: it stays first.
         candidates = _in_turns([head, *compatible.order_by("created_at")[:BATCH_CANDIDATES]], turn_order)

@@ -8,8 +8,9 @@ import logging
 import math
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -18,6 +19,8 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from core.logging import log_event
+from generator import GenerationParameters
+from generator.parameters import SEED_MAX
 from jobs import selectors
 from jobs.errors import (
     idempotency_conflict,
@@ -30,7 +33,7 @@ from jobs.models import ACTIVE_STATUSES, GenerationJob, IdempotencyKey, JobImage
 from jobs.services.finish import job_finished
 from jobs.services.notify import webhook_event_enqueue
 from jobs.services.transition import JobId
-from jobs.validation import SEED_MAX, JobParameters, normalise_prompt, validate_parameters
+from jobs.validation import submitted_parameters, validate_parameters
 from ratelimit.services import submission_admitted
 from webhooks.models import WebhookEvent
 from webhooks.services import webhook_subscription_clean
@@ -42,39 +45,22 @@ IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
 def job_submit(
     *,
-    prompt: str,
     client_ip: str,
-    negative_prompt: str = "",
-    width: int | None = None,
-    height: int | None = None,
-    steps: int | None = None,
-    guidance_scale: float | None = None,
-    seed: int | None = None,
-    scheduler: str = "default",
-    num_images: int = 1,
     webhook_url: str = "",
     webhook_events: Sequence[str] | None = None,
     retry_of: GenerationJob | None = None,
     idempotency_key: str | None = None,
+    **parameters: Any,
 ) -> GenerationJob:
     """Validates and stores the job as ``queued``, waking a GPU worker once it is committed.
+
+    ``parameters`` are GenerationParameters' fields; an absent or None one takes its default.
 
     With an ``idempotency_key`` already used by this client for the same parameters, returns
     that key's job instead. A request identical to a completed one, explicit seed included, is
     stored ``completed`` at once with that job's files (see ``JOB_DEDUPE``).
     """
-    defaults = settings.JOB_DEFAULTS
-    params = JobParameters(
-        prompt=normalise_prompt(prompt),
-        negative_prompt=normalise_prompt(negative_prompt),
-        width=defaults["width"] if width is None else width,
-        height=defaults["height"] if height is None else height,
-        steps=defaults["steps"] if steps is None else steps,
-        guidance_scale=defaults["guidance_scale"] if guidance_scale is None else guidance_scale,
-        seed=seed,
-        scheduler=scheduler,
-        num_images=num_images,
-    )
+    params = submitted_parameters(parameters)
     validate_parameters(params)
     webhook_url, webhook_events = webhook_subscription_clean(url=webhook_url, events=webhook_events)
     webhook = {"webhook_url": webhook_url, "webhook_events": webhook_events}
@@ -143,7 +129,7 @@ def _idempotency_cutoff() -> datetime:
 
 
 def _queue_job(
-    *, params: JobParameters, client_ip: str, client_network: str, stored: Mapping[str, object]
+    *, params: GenerationParameters, client_ip: str, client_network: str, stored: Mapping[str, object]
 ) -> GenerationJob:
     queued = selectors.queued_job_count()
     if queued >= settings.JOB_QUEUE_MAX:
@@ -165,24 +151,13 @@ def _queue_job(
     return job
 
 
-def _generation_fields(params: JobParameters, *, seed: int) -> dict[str, object]:
+def _generation_fields(params: GenerationParameters, *, seed: int) -> dict[str, object]:
     """The columns that decide the picture: what dedupe matches on and a new job stores."""
-    return {
-        "prompt": params.prompt,
-        "negative_prompt": params.negative_prompt,
-        "width": params.width,
-        "height": params.height,
-        "steps": params.steps,
-        "guidance_scale": params.guidance_scale,
-        "seed": seed,
-        "scheduler": params.scheduler,
-        "num_images": params.num_images,
-        "model_name": settings.GENERATOR_MODEL,
-    }
+    return {**GenerationJob.fields_from(replace(params, seed=seed)), "model_name": settings.GENERATOR_MODEL}
 
 
 def _deduplicated_job(
-    *, params: JobParameters, client_ip: str, client_network: str, stored: Mapping[str, object]
+    *, params: GenerationParameters, client_ip: str, client_network: str, stored: Mapping[str, object]
 ) -> GenerationJob | None:
     """A completed job pointing at the files of an identical completed one, or None.
 
@@ -247,18 +222,6 @@ def job_retry(*, job_id: JobId) -> GenerationJob:
         raise job_not_found()
     if original.status != JobStatus.FAILED:
         raise job_not_retryable(original.status)
-    job = job_submit(
-        prompt=original.prompt,
-        client_ip=original.client_ip,
-        negative_prompt=original.negative_prompt,
-        width=original.width,
-        height=original.height,
-        steps=original.steps,
-        guidance_scale=original.guidance_scale,
-        seed=original.seed,
-        scheduler=original.scheduler,
-        num_images=original.num_images,
-        retry_of=original,
-    )
+    job = job_submit(client_ip=original.client_ip, retry_of=original, **asdict(original.parameters))
     log_event(logger.info, "retried", job=job.pk, retry_of=original.pk)
     return job

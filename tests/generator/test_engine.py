@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from generator import SCHEDULER_NAMES, GenerationRequest
+from generator import SCHEDULER_NAMES, GenerationParameters
 from generator.engine import Engine, GeneratorOutOfMemory
 
 
@@ -17,9 +17,16 @@ def png_bytes(image: Any) -> bytes:
     return buffer.getvalue()
 
 
-def request(**overrides: Any) -> GenerationRequest:
-    fields = {"prompt": "a red fox in the snow", "width": 64, "height": 64, "steps": 3, "seed": 7}
-    return GenerationRequest(**{**fields, **overrides})
+def request(**overrides: Any) -> GenerationParameters:
+    fields = {
+        "prompt": "a red fox in the snow",
+        "width": 64,
+        "height": 64,
+        "steps": 3,
+        "guidance_scale": 7.5,
+        "seed": 7,
+    }
+    return GenerationParameters(**{**fields, **overrides})
 
 
 def test_output_size_equals_the_requested_size(engine: Engine) -> None:

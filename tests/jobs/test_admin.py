@@ -17,7 +17,7 @@ from core.errors import ApplicationError
 from jobs import services
 from jobs.models import FailureCode, GenerationJob, JobStatus
 from ratelimit.models import BlockedNetwork
-from tests.factories import GenerationJobFactory, JobImageFactory
+from tests.factories import EVERY_PARAMETER_SET, GenerationJobFactory, JobImageFactory
 from tests.support.processes import WorkerProcess
 from tests.support.waits import wait_for
 
@@ -200,26 +200,14 @@ def test_retry_action_queues_a_copy_with_the_same_parameters_and_seed_linked_to_
     admin_client: Client,
 ) -> None:
     failed = GenerationJobFactory(
-        failed=True,
-        prompt="a red fox",
-        negative_prompt="blurry",
-        width=96,
-        height=64,
-        steps=5,
-        guidance_scale=4.5,
-        seed=987654,
-        scheduler="euler",
-        num_images=2,
-        client_ip="198.51.100.9",
+        failed=True, client_ip="198.51.100.9", **GenerationJob.fields_from(EVERY_PARAMETER_SET)
     )
     completed = GenerationJobFactory(completed=True)
 
     run_action(admin_client, "retry_selected", [failed, completed])
 
     retry = GenerationJob.objects.get(retry_of=failed)
-    fields = ("prompt", "negative_prompt", "width", "height", "steps", "guidance_scale", "seed")
-    fields += ("scheduler", "num_images", "client_ip")
-    assert [getattr(retry, name) for name in fields] == [getattr(failed, name) for name in fields]
+    assert (retry.parameters, retry.client_ip) == (EVERY_PARAMETER_SET, failed.client_ip)
     assert retry.status == JobStatus.QUEUED
     assert not GenerationJob.objects.filter(retry_of=completed).exists()
     failed.refresh_from_db()

@@ -60,7 +60,7 @@ def test_progress_is_written_monotonically_up_to_the_total(warm_engine: Engine) 
         job.refresh_from_db()
         seen.append((job.progress_step, job.progress_total))
 
-    warm_engine.generate([worker.to_request(running)], on_step=report_and_read)
+    warm_engine.generate([running.parameters], on_step=report_and_read)
 
     steps = [step for step, _ in seen]
     assert steps == sorted(steps) and len(set(steps)) == len(steps)
@@ -73,7 +73,7 @@ def test_progress_writes_are_throttled_but_the_last_step_is_always_written(warm_
     reporter = worker.ProgressReporter([running.pk], min_steps=1, min_seconds=3600)
 
     with CaptureQueriesContext(connection) as queries:
-        warm_engine.generate([worker.to_request(running)], on_step=reporter)
+        warm_engine.generate([running.parameters], on_step=reporter)
 
     progress_writes = [
         q for q in queries.captured_queries if "progress_step" in q["sql"] and "UPDATE" in q["sql"]
@@ -103,7 +103,7 @@ def test_compatible_queued_jobs_run_as_one_batch_that_matches_single_runs(warm_e
     worker.run_batch(jobs)
 
     for job in batched:
-        [alone] = warm_engine.generate([worker.to_request(job)])
+        [alone] = warm_engine.generate([job.parameters])
         difference = np.abs(result_image(job) - np.asarray(alone.images[0], dtype=int)).max()
         assert difference <= 1  # documented tolerance: one 8-bit level
     other_size.refresh_from_db()
