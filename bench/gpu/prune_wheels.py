@@ -1,0 +1,76 @@
+"""Deletes the downloaded wheels the GPU machine does not need: those its image already holds,
+and those only they required (pip resolved against this checkout's versions, not the image's).
+
+    python bench/gpu/prune_wheels.py WHEEL_DIR PRESENT_LIST ROOT...
+"""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+# The GPU machine's interpreter, for requirements' environment markers.
+TARGET_ENVIRONMENT = {
+    "python_version": "3.12",
+    "python_full_version": "3.12.3",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "os_name": "posix",
+}
+
+
+def wheel_requirements(wheel: Path) -> Iterator[Requirement]:
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = next(name for name in archive.namelist() if name.endswith(".dist-info/METADATA"))
+        for line in archive.read(metadata).decode().splitlines():
+            if line.startswith("Requires-Dist:"):
+                yield Requirement(line.split(":", 1)[1].strip())
+
+
+def needed_wheels(wheels: dict[str, Path], present: set[str], roots: list[str]) -> set[str]:
+    needed: set[str] = set()
+    seen: set[tuple[str, frozenset[str]]] = set()
+    pending = [Requirement(root) for root in roots]
+    while pending:
+        requirement = pending.pop()
+        name = canonicalize_name(requirement.name)
+        extras = frozenset(requirement.extras)
+        if name in present or (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        needed.add(name)
+        for dependency in wheel_requirements(wheels[name]):
+            marker = dependency.marker
+            if marker is None or any(
+                marker.evaluate({**TARGET_ENVIRONMENT, "extra": extra}) for extra in extras | {""}
+            ):
+                pending.append(dependency)
+    return needed
+
+
+def main() -> None:
+    wheel_dir, present_list, *roots = sys.argv[1:]
+    present = {
+        canonicalize_name(name)
+        for line in Path(present_list).read_text().splitlines()
+        if not line.startswith("#")
+        for name in line.split()
+    }
+    wheels = {canonicalize_name(path.name.split("-")[0]): path for path in Path(wheel_dir).glob("*.whl")}
+    needed = needed_wheels(wheels, present, roots)
+    for name, path in sorted(wheels.items()):
+        if name not in needed:
+            path.unlink()
+    print(" ".join(sorted(needed)))
+
+
+if __name__ == "__main__":
+    main()
