@@ -11,6 +11,8 @@ target=.gpu-bench
 wheels=$target/wheels
 redis=$target/redis
 budget_mib=60
+# The GPU machine's Python; 3.11 only for a rehearsal of run.sh --smoke here, where torch is 3.11's.
+python_version=${GPU_BENCH_PYTHON_VERSION:-3.12}
 # What importing the settings, the worker and the bench needs (the GPU image has the rest).
 roots=(
     diffusers django djangorestframework "celery[redis]" redis django-environ whitenoise
@@ -27,9 +29,9 @@ constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 .venv/bin/pip freeze --exclude-editable | grep -v '^torch==' >"$constraints"
 
-echo "prepare: downloading CPython 3.12 wheels"
-.venv/bin/pip download -q --only-binary=:all: --python-version 3.12 --implementation cp \
-    --abi cp312 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+echo "prepare: downloading CPython $python_version wheels"
+.venv/bin/pip download -q --only-binary=:all: --python-version "$python_version" --implementation cp \
+    --abi "cp${python_version/./}" --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform any -c "$constraints" -d "$wheels" "${roots[@]}"
 
 echo "prepare: carrying $(.venv/bin/python bench/gpu/prune_wheels.py "$wheels" bench/gpu/gpu-image-packages.txt "${roots[@]}")"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+from packaging.utils import NormalizedName, canonicalize_name
 
 # The GPU machine's interpreter, for requirements' environment markers.
 TARGET_ENVIRONMENT = {
@@ -35,9 +35,11 @@ def wheel_requirements(wheel: Path) -> Iterator[Requirement]:
                 yield Requirement(line.split(":", 1)[1].strip())
 
 
-def needed_wheels(wheels: dict[str, Path], present: set[str], roots: list[str]) -> set[str]:
-    needed: set[str] = set()
-    seen: set[tuple[str, frozenset[str]]] = set()
+def needed_wheels(
+    wheels: dict[NormalizedName, Path], present: set[NormalizedName], roots: list[str]
+) -> set[NormalizedName]:
+    needed: set[NormalizedName] = set()
+    seen: set[tuple[NormalizedName, frozenset[str]]] = set()
     pending = [Requirement(root) for root in roots]
     while pending:
         requirement = pending.pop()
