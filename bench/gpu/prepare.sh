@@ -39,8 +39,9 @@ echo "prepare: carrying $(.venv/bin/python bench/gpu/prune_wheels.py "$wheels" b
 echo "prepare: extracting Debian's redis-server"
 debs=$(mktemp -d)
 trap 'rm -f "$constraints"; rm -rf "$debs"' EXIT
+apt-cache show redis-tools >/dev/null 2>&1 || apt-get update -q >/dev/null
 # redis-server is a link to redis-tools' binary; jemalloc and lzf are rarely on a CUDA image.
-(cd "$debs" && apt-get download -q redis-server redis-tools libjemalloc2 liblzf1 >/dev/null)
+(cd "$debs" && apt-get download -q -o APT::Sandbox::User=root redis-server redis-tools libjemalloc2 liblzf1 >/dev/null)
 for deb in "$debs"/*.deb; do
     dpkg -x "$deb" "$debs/root"
 done
