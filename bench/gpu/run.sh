@@ -25,7 +25,10 @@ export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 bin=$(mktemp -d)
 printf '#!/bin/sh\nLD_LIBRARY_PATH=%s exec %s "$@"\n' "$carried/redis/lib" "$carried/redis/bin/redis-server" \
     >"$bin/redis-server"
-chmod +x "$bin/redis-server"
+# scripts/worker.sh runs `python` (the checkout's .venv, which does not travel, or the PATH's).
+# A script, not a link: a virtual environment's interpreter finds its packages by its own path.
+printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v "$python")" >"$bin/python"
+chmod +x "$bin/redis-server" "$bin/python"
 export PATH="$bin:$PATH" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 
 {
