@@ -13,13 +13,6 @@ redis=$target/redis
 budget_mib=60
 # The GPU machine's Python; 3.11 only for a rehearsal of run.sh --smoke here, where torch is 3.11's.
 python_version=${GPU_BENCH_PYTHON_VERSION:-3.12}
-# What importing the settings, the worker and the bench needs (the GPU image has the rest).
-roots=(
-    diffusers django djangorestframework "celery[redis]" redis django-environ whitenoise
-    django-htmx django-csp drf-spectacular drf-spectacular-sidecar django-prometheus
-    django-ratelimit "django-storages[s3]" boto3
-)
-
 [ -x .venv/bin/python ] || { echo "prepare: run scripts/setup.sh first (versions come from .venv)" >&2; exit 1; }
 rm -rf "$target"
 mkdir -p "$wheels" "$redis/bin" "$redis/lib"
@@ -29,12 +22,14 @@ constraints=$(mktemp)
 trap 'rm -f "$constraints"' EXIT
 .venv/bin/pip freeze --exclude-editable | grep -v '^torch==' >"$constraints"
 
+# The project's runtime requirements but those the GPU image has (torch, transformers, ...).
+mapfile -t roots < <(.venv/bin/python bench/gpu/wheels.py roots bench/gpu/gpu-image-packages.txt)
 echo "prepare: downloading CPython $python_version wheels"
 .venv/bin/pip download -q --only-binary=:all: --python-version "$python_version" --implementation cp \
     --abi "cp${python_version/./}" --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform any -c "$constraints" -d "$wheels" "${roots[@]}"
 
-echo "prepare: carrying $(.venv/bin/python bench/gpu/prune_wheels.py "$wheels" bench/gpu/gpu-image-packages.txt "${roots[@]}")"
+echo "prepare: carrying $(.venv/bin/python bench/gpu/wheels.py prune "$wheels" bench/gpu/gpu-image-packages.txt)"
 
 echo "prepare: extracting Debian's redis-server"
 debs=$(mktemp -d)

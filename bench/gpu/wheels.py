@@ -1,18 +1,24 @@
-"""Deletes the downloaded wheels the GPU machine does not need: those its image already holds,
-and those only they required (pip resolved against this checkout's versions, not the image's).
+"""Which wheels travel to the GPU machine: the project's runtime requirements its image lacks.
 
-    python bench/gpu/prune_wheels.py WHEEL_DIR PRESENT_LIST ROOT...
+    python bench/gpu/wheels.py roots PRESENT_LIST            # prints them, one a line
+    python bench/gpu/wheels.py prune WHEEL_DIR PRESENT_LIST  # deletes the downloads not needed
+
+``prune`` drops what the image holds and what only those required (pip resolved against this
+checkout's versions, not the image's).
 """
 
 from __future__ import annotations
 
 import sys
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # The GPU machine's interpreter, for requirements' environment markers.
 TARGET_ENVIRONMENT = {
@@ -58,16 +64,34 @@ def needed_wheels(
     return needed
 
 
-def main() -> None:
-    wheel_dir, present_list, *roots = sys.argv[1:]
-    present = {
+def read_present(present_list: str) -> set[NormalizedName]:
+    return {
         canonicalize_name(name)
         for line in Path(present_list).read_text().splitlines()
         if not line.startswith("#")
         for name in line.split()
     }
+
+
+def project_roots(present: set[NormalizedName]) -> list[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [
+        requirement
+        for requirement in project["dependencies"]
+        if canonicalize_name(Requirement(requirement).name) not in present
+    ]
+
+
+def main() -> None:
+    command, *arguments = sys.argv[1:]
+    if command == "roots":
+        (present_list,) = arguments
+        print("\n".join(project_roots(read_present(present_list))))
+        return
+    wheel_dir, present_list = arguments
+    present = read_present(present_list)
     wheels = {canonicalize_name(path.name.split("-")[0]): path for path in Path(wheel_dir).glob("*.whl")}
-    needed = needed_wheels(wheels, present, roots)
+    needed = needed_wheels(wheels, present, project_roots(present))
     for name, path in sorted(wheels.items()):
         if name not in needed:
             path.unlink()
