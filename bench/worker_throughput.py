@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/worker_throughput.py                 # tiny model, CPU
     .venv/bin/python bench/worker_throughput.py --full-size     # SD 1.5 architecture, 512 px (GPU)
+    .venv/bin/python bench/worker_throughput.py --full-size sdxl  # SDXL base architecture, 1024 px (GPU)
 
 It starts its own Redis, SQLite database and Celery gpu worker, then measures
 (a) a plain diffusers loop calling the pipeline one prompt at a time,
@@ -24,9 +25,11 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from eta import start_redis, start_worker, stop_processes
+from full_size_models import build_sd15_model, build_sdxl_model
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,65 +47,36 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def build_full_size_model(destination: Path) -> None:
-    """Stable Diffusion 1.5's architecture (public configs) with random weights: no download."""
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+@dataclass(frozen=True)
+class FullSizeModel:
+    name: str
+    size: int
+    build: Callable[..., None]
 
-    from generator.tiny_model import assemble_pipeline, build_tokenizer
 
-    tokenizer = build_tokenizer(destination / "_tokenizer")
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
-        unet = UNet2DConditionModel(
-            sample_size=64,
-            cross_attention_dim=768,
-            block_out_channels=(320, 640, 1280, 1280),
-            down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-            up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-            layers_per_block=2,
-            attention_head_dim=8,
-        )
-        vae = AutoencoderKL(
-            block_out_channels=(128, 256, 512, 512),
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            latent_channels=4,
-            layers_per_block=2,
-            sample_size=512,
-        )
-        text_encoder = CLIPTextModel(
-            CLIPTextConfig(
-                vocab_size=49408,
-                hidden_size=768,
-                intermediate_size=3072,
-                num_hidden_layers=12,
-                num_attention_heads=12,
-                max_position_embeddings=77,
-                hidden_act="quick_gelu",
-                bos_token_id=tokenizer.bos_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        )
-    pipeline = assemble_pipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
-    pipeline.save_pretrained(str(destination), safe_serialization=True)
+FULL_SIZE = {
+    "sd15": FullSizeModel("SD 1.5 architecture", 512, build_sd15_model),
+    "sdxl": FullSizeModel("SDXL base architecture", 1024, build_sdxl_model),
+}
+
+
+def log_tail(path: Path, lines: int = 40) -> str:
+    """The worker's last log lines: the bench deletes its folder, and a GPU run is not repeatable at will."""
+    return "\n".join(path.read_text().splitlines()[-lines:])
 
 
 def plain_diffusers(model: str, *, size: int, steps: int) -> Callable[[int], float]:
     """A plain diffusers pipeline, warmed up; the returned function makes one single-prompt
     call and returns its seconds."""
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import DiffusionPipeline
     from diffusers.utils import logging as diffusers_logging
 
     from generator.engine import choose_device, choose_dtype
 
     diffusers_logging.disable_progress_bar()
     device = choose_device()
-    pipeline = StableDiffusionPipeline.from_pretrained(
-        model, dtype=choose_dtype(device), local_files_only=True
-    )
+    pipeline = DiffusionPipeline.from_pretrained(model, dtype=choose_dtype(device), local_files_only=True)
     pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)
 
@@ -145,12 +119,21 @@ def main() -> None:
         "--memory-jobs", type=int, default=100, help="jobs run before the second memory reading"
     )
     parser.add_argument(
-        "--full-size", action="store_true", help="SD 1.5 architecture, random weights, 512 px"
+        "--full-size",
+        nargs="?",
+        const="sd15",
+        choices=sorted(FULL_SIZE),
+        help="a real architecture with random weights: sd15 (512 px) or sdxl (1024 px), 25 steps",
+    )
+    parser.add_argument(
+        "--reduced",
+        action="store_true",
+        help="with --full-size: the same classes and layout with narrow widths (a CPU check)",
     )
     parser.add_argument("--model", help="an existing diffusers folder to use instead")
     args = parser.parse_args()
     if args.full_size:
-        args.size = 512 if args.size == 64 else args.size
+        args.size = FULL_SIZE[args.full_size].size if args.size == 64 else args.size
         args.steps = 25 if args.steps == 10 else args.steps
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -162,7 +145,7 @@ def main() -> None:
         else:
             model = str(workdir / "model")
             if args.full_size:
-                build_full_size_model(Path(model))
+                FULL_SIZE[args.full_size].build(Path(model), reduced=args.reduced)
             else:
                 from generator.tiny_model import build_tiny_model
 
@@ -197,7 +180,7 @@ def main() -> None:
         worker = start_worker(workdir, queue="gpu", extra_env={"LOG_LEVEL": "INFO"})
         while "event=engine_ready" not in log_path.read_text():
             if worker.poll() is not None:
-                raise SystemExit(f"worker died, see {log_path}")
+                raise SystemExit(f"worker died:\n{log_tail(log_path)}")
             time.sleep(0.2)
         rss_start = worker_rss_mib(worker)
 
@@ -227,7 +210,7 @@ def main() -> None:
             failures = [
                 f"{job.status} {job.failure_code}" for job in finished if job.status != JobStatus.COMPLETED
             ]
-            assert not failures, f"jobs did not complete: {failures}"
+            assert not failures, f"jobs did not complete: {failures}\n{log_tail(log_path)}"
             return finished
 
         wait_all([submit(0).pk])  # the worker's first job, not measured
@@ -273,8 +256,9 @@ def main() -> None:
         device = (
             torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
         )
+        model_name = FULL_SIZE[args.full_size].name if args.full_size else "tiny"
         print(
-            f"device: {device}; torch {torch.__version__}; model: {'SD 1.5 architecture' if args.full_size else 'tiny'}"
+            f"device: {device}; torch {torch.__version__}; model: {model_name}{' (reduced)' if args.reduced else ''}"
         )
         print(
             f"jobs per phase: {args.jobs}; {args.size}x{args.size}, {args.steps} steps; batch images {args.batch_images}"
