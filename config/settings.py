@@ -256,6 +256,9 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A pool process loads its model before it reports up; Celery's 4 s default would kill a
+# replacement process mid-load, over and over.
+CELERY_WORKER_PROC_ALIVE_TIMEOUT = env.float("WORKER_PROCESS_START_TIMEOUT_SECONDS", default=600.0)
 # The soft limit raises inside the pipeline and fails the batch with `timeout`; the hard
 # limit kills a process stuck in native code (its jobs are then reaped as `worker_lost`).
 # Celery sends a task's limits inside each message, so the sender's value (web, beat) is
