@@ -9,6 +9,8 @@ command -v redis-server >/dev/null || packages+=(redis-server)
 if [ "${SETUP_TEST_TOOLS:-0}" = 1 ]; then
     command -v chromium >/dev/null || packages+=(chromium)
     ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || packages+=(postgresql)
+    # tests/security runs the shipped docker/nginx.conf in front of the web process.
+    command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || packages+=(nginx)
 fi
 if [ ${#packages[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${packages[*]}"
