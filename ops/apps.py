@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.core import checks
 
 
 class OpsConfig(AppConfig):
@@ -6,5 +7,6 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations: health, readiness, metrics"
 
     def ready(self) -> None:
-        # Registers the deploy check that refuses docker/.env.example's placeholder secrets.
-        from ops import example_secrets  # noqa: F401
+        from ops.example_secrets import example_secrets_check
+
+        checks.register(example_secrets_check, checks.Tags.security, deploy=True)

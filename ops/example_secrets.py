@@ -44,13 +44,12 @@ def configured_secrets() -> Iterable[tuple[str, str]]:
     yield "METRICS_TOKEN", settings.METRICS_TOKEN
 
 
-@checks.register(checks.Tags.security, deploy=True)
-def check_no_example_secrets(**kwargs: object) -> list[checks.CheckMessage]:
+def example_secrets_check(**kwargs: object) -> list[checks.CheckMessage]:
     if not EXAMPLE_ENV.is_file():
         return [
             checks.Warning(
                 f"{EXAMPLE_ENV} is missing, so its placeholder secrets cannot be refused",
-                id="ops.W001",
+                id="ops.W003",
             )
         ]
     placeholders = example_placeholders(EXAMPLE_ENV.read_text())

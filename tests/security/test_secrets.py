@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 import pytest
+import yaml
 
 from ops.example_secrets import example_placeholders
 from tests.support.paths import ROOT
@@ -20,8 +21,6 @@ EXAMPLE_ENV = ROOT / "docker" / ".env.example"
 
 
 def compose() -> dict[str, Any]:
-    import yaml
-
     return dict(yaml.safe_load((ROOT / "docker" / "compose.yaml").read_text()))
 
 
@@ -54,7 +53,6 @@ def production_env(**secrets_: str) -> dict[str, str]:
         ),
         DATABASE_URL=f"sqlite:///{ROOT / 'var' / 'deploy-check.sqlite3'}",
     )
-    env.pop("CLIENT_IP_TRUSTED_PROXIES")  # compose's proxy address: trusted, private, fine either way
     return {**env, **secrets_}
 
 
