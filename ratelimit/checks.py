@@ -1,4 +1,5 @@
-"""The abuse-control settings check (see core.checks)."""
+"""The abuse-control settings check (see core.checks), and the warnings about whom the client
+address is taken from."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import ipaddress
 import re
 
 from django.conf import settings
+from django.core import checks
 
 
 def ratelimit_settings_problems() -> list[str]:
@@ -23,3 +25,32 @@ def ratelimit_settings_problems() -> list[str]:
         if not re.fullmatch(r"[1-9][0-9]*/[0-9]*[smhd]", getattr(settings, name)):
             problems.append(f"{name} must look like 8/m or 100/10s, not {getattr(settings, name)!r}")
     return problems
+
+
+def trusted_proxy_warnings(**kwargs: object) -> list[checks.CheckMessage]:
+    """Trust that lets a client choose its own address: by hop count, anyone who reaches web
+    without the proxy writes X-Forwarded-For; a public range trusts machines not ours."""
+    warnings: list[checks.CheckMessage] = []
+    if settings.CLIENT_IP_TRUSTED_PROXY_COUNT:
+        warnings.append(
+            checks.Warning(
+                "CLIENT_IP_TRUSTED_PROXY_COUNT trusts X-Forwarded-For from any peer",
+                hint="Trust the proxy by its address instead: CLIENT_IP_TRUSTED_PROXIES (docs/operations.md).",
+                id="ratelimit.W001",
+            )
+        )
+    for cidr in settings.CLIENT_IP_TRUSTED_PROXIES:
+        try:
+            network = ipaddress.ip_network(cidr.strip(), strict=False)
+        except ValueError:
+            continue  # the settings check reports it
+        if not network.is_private:
+            warnings.append(
+                checks.Warning(
+                    f"CLIENT_IP_TRUSTED_PROXIES: {cidr!r} holds public addresses",
+                    hint="Trust only the private address of the proxy in front of web; a load "
+                    "balancer's public ranges belong in that proxy (docs/operations.md).",
+                    id="ratelimit.W002",
+                )
+            )
+    return warnings

@@ -5,6 +5,8 @@
 # starts a private PostgreSQL cluster in a temporary folder for that run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A lock older than pyproject.toml's dependencies would install something else than it says.
+scripts/lock.sh --check
 SETUP_TEST_TOOLS=1 scripts/setup.sh
 
 run_dir=$(mktemp -d)

@@ -14,13 +14,16 @@ import yaml
 from tests.support.paths import ROOT
 
 DOCKER = ROOT / "docker"
-# Read by programs other than ours: boto3 (credentials) and the postgres image.
+# Read by programs other than ours: boto3 (credentials), the postgres, redis and minio images.
 READ_ELSEWHERE = {
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
     "POSTGRES_USER",
     "POSTGRES_PASSWORD",
     "POSTGRES_DB",
+    "REDIS_PASSWORD",
+    "MINIO_ROOT_USER",
+    "MINIO_ROOT_PASSWORD",
 }
 
 
