@@ -1,8 +1,5 @@
-"""Structured logs: every event is one line of ``key=value`` pairs (logfmt), or JSON.
-
-``log_event`` keeps the pairs on the log record, so the JSON formatter (``LOG_FORMAT=json``)
-writes them as fields instead of re-parsing a message.
-"""
+"""Structured logs: every event is one line of ``key=value`` pairs (logfmt), or JSON whose
+fields ``log_event`` kept on the log record (``LOG_FORMAT=json``)."""
 
 from __future__ import annotations
 

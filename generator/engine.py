@@ -111,13 +111,8 @@ class Engine:
         self, requests: Sequence[GenerationParameters], *, on_step: StepCallback | None = None
     ) -> list[GenerationResult]:
         """Runs compatible requests as one pipeline call; results come back in request order.
-
-        Every image has its own CPU generator seeded with ``seed + image index``, so a
-        request's pictures depend only on its own seed, whatever else shares the batch, and
-        the same seed gives the same noise on any device.
-        ``on_step(step, total)`` is called after each denoising step; raising from it stops
-        the run at once (the exception propagates to the caller).
-        """
+        Each image has a CPU generator seeded ``seed + index``: the same noise whatever shares the
+        batch, on any device. ``on_step(step, total)`` runs per step; raising from it stops the run."""
         if not requests:
             return []
         keys = {request.batch_key for request in requests}

@@ -1,9 +1,5 @@
-"""Builds a tiny Stable Diffusion pipeline of the real diffusers/transformers classes.
-
-Weights are random (its pictures are noise), but it is saved with ``save_pretrained`` as
-safetensors and loaded back through the same ``from_pretrained`` path as a real model, so
-the whole serving stack runs on a CPU-only machine with no model hub.
-"""
+"""A tiny Stable Diffusion of the real diffusers classes with random weights, saved and loaded
+like a real model, so the whole serving stack runs on a CPU with no model hub."""
 
 from __future__ import annotations
 
@@ -44,11 +40,8 @@ def byte_level_vocabulary() -> dict[str, int]:
 
 
 def build_tokenizer(workdir: Path):  # type: ignore[no-untyped-def]
-    """Writes vocab.json and merges.txt, then loads them with ``from_pretrained``.
-
-    Passing the files to the ``CLIPTokenizer`` constructor is silently ignored by transformers
-    5.x (every prompt becomes ``<|endoftext|>``); loading the folder is the path that works.
-    """
+    """Writes vocab.json and merges.txt, then loads the folder: transformers 5.x silently ignores
+    files given to the ``CLIPTokenizer`` constructor (every prompt becomes ``<|endoftext|>``)."""
     from transformers import CLIPTokenizer
 
     workdir.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,5 @@
-"""What the web page tells a person for each error code: what happened and what to do next.
-
-Codes are the API's (``ApplicationError.code``) and the stored ``FailureCode`` values; an unknown
-code gets a general message, so a new code on the server never shows up as a blank box.
-"""
+"""What the web page tells a person for each error or failure code: what happened and what to
+do next; an unknown code gets a general message, never a blank box."""
 
 from __future__ import annotations
 
