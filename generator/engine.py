@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -94,12 +95,8 @@ class Engine:
         log_event(logger.info, "pipeline_loaded", model=model, device=chosen_device, dtype=chosen_dtype)
         return cls(pipeline, device=chosen_device)
 
-    @property
-    def token_window(self) -> int:
-        return int(self.pipeline.tokenizer.model_max_length)
-
     def prompt_exceeds_window(self, prompt: str) -> bool:
-        return len(self.pipeline.tokenizer(prompt).input_ids) > self.token_window
+        return len(self.pipeline.tokenizer(prompt).input_ids) > self.pipeline.tokenizer.model_max_length
 
     def warm_up(self) -> None:
         """One tiny run so the first real job does not pay for lazy initialisation."""
@@ -152,27 +149,20 @@ class Engine:
                     output_type="pil",
                 )
         except torch.OutOfMemoryError as exc:
-            self._release_memory()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
             raise GeneratorOutOfMemory(str(exc)) from exc
 
-        images: list[Image.Image] = list(output.images)
-        results = []
-        offset = 0
-        for request in requests:
-            results.append(
-                GenerationResult(
-                    images=images[offset : offset + request.num_images],
-                    prompt_truncated=self.prompt_exceeds_window(request.prompt),
-                )
+        images = iter(output.images)
+        return [
+            GenerationResult(
+                images=list(itertools.islice(images, request.num_images)),
+                prompt_truncated=self.prompt_exceeds_window(request.prompt),
             )
-            offset += request.num_images
-        return results
+            for request in requests
+        ]
 
     def _scheduler(self, name: str) -> Any:
         if name not in self._schedulers:
             self._schedulers[name] = _SCHEDULER_CLASSES[name].from_config(self._model_scheduler.config)
         return self._schedulers[name]
-
-    def _release_memory(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
