@@ -12,26 +12,12 @@ from typing import Any
 TOKEN_WINDOW = 77
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable-character table."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(code) for code in codes), strict=True))
-
-
 def byte_level_vocabulary() -> dict[str, int]:
     """256 byte characters, the same with ``</w>``, then the two special tokens (514 in all)."""
-    characters = list(_bytes_to_unicode().values())
+    # GPT-2/CLIP's reversible byte -> printable-character table.
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    characters = list(bytes_to_unicode().values())
     vocabulary = {character: index for index, character in enumerate(characters)}
     vocabulary.update({f"{character}</w>": 256 + index for index, character in enumerate(characters)})
     vocabulary["<|startoftext|>"] = 512
