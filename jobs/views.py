@@ -40,9 +40,6 @@ POLL_SECONDS = 1
 RECENT_CHANGED_EVENT = "recent-changed"
 
 
-# --- what the templates show ---------------------------------------------------------------
-
-
 def _remember_job(request: HtmxHttpRequest, job: GenerationJob) -> None:
     recent = [job_id for job_id in request.session.get(RECENT_SESSION_KEY, []) if job_id != str(job.pk)]
     request.session[RECENT_SESSION_KEY] = [str(job.pk), *recent][:RECENT_LIMIT]
@@ -188,9 +185,6 @@ def _job_partial(
     response_class = HttpResponseStopPolling if stop_polling else HttpResponse
     response = response_class(render_to_string("jobs/_job.html", _job_context(job), request=request))
     return trigger_client_event(response, RECENT_CHANGED_EVENT) if with_recent else response
-
-
-# --- views ---------------------------------------------------------------------------------
 
 
 @require_http_methods(["GET", "POST"])
