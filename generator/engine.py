@@ -116,14 +116,7 @@ class Engine:
         if len(keys) != 1:
             raise ValueError(f"requests in one batch must share size, steps, guidance and scheduler: {keys}")
         first = requests[0]
-        prompts: list[str] = []
-        negative_prompts: list[str] = []
-        generators: list[torch.Generator] = []
-        for request in requests:
-            for seed in request.image_seeds():
-                prompts.append(request.prompt)
-                negative_prompts.append(request.negative_prompt)
-                generators.append(torch.Generator(device="cpu").manual_seed(seed))
+        per_image = [(request, seed) for request in requests for seed in request.image_seeds()]
 
         self.pipeline.scheduler = self._scheduler(first.scheduler)
 
@@ -138,13 +131,13 @@ class Engine:
         try:
             with torch.inference_mode():
                 output = self.pipeline(
-                    prompt=prompts,
-                    negative_prompt=negative_prompts,
+                    prompt=[request.prompt for request, _ in per_image],
+                    negative_prompt=[request.negative_prompt for request, _ in per_image],
                     width=first.width,
                     height=first.height,
                     num_inference_steps=first.steps,
                     guidance_scale=first.guidance_scale,
-                    generator=generators,
+                    generator=[torch.Generator(device="cpu").manual_seed(seed) for _, seed in per_image],
                     callback_on_step_end=step_end,
                     output_type="pil",
                 )
