@@ -226,9 +226,7 @@ def job_status(request: HtmxHttpRequest, job_id: uuid.UUID) -> HttpResponse:
         # Nothing to swap: the panel stays as it is and htmx asks again on its next tick.
         return reswap(_with_retry_after(HttpResponse(status=http_status(error)), error), "none")
     job = _job_or_404(job_id)
-    if job.is_terminal:
-        return _job_partial(request, job, with_recent=True, stop_polling=True)
-    return _job_partial(request, job, with_recent=False)
+    return _job_partial(request, job, with_recent=job.is_terminal, stop_polling=job.is_terminal)
 
 
 @require_POST
