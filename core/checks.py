@@ -3,23 +3,23 @@ Celery workers and gunicorn never run ``manage.py check``."""
 
 from __future__ import annotations
 
-from django.apps import AppConfig
+from collections.abc import Callable
+
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
+# Returns each problem with the settings, in words; none when they are fine.
+SettingsCheck = Callable[[], list[str]]
 
-class SettingsCheckedAppConfig(AppConfig):
-    def settings_problems(self) -> list[str]:
-        """Each problem with the app's settings, in words; none when they are fine."""
-        raise NotImplementedError
 
-    def ready(self) -> None:
-        # Also a registered check, so ``manage.py check`` reports settings changed later (tests).
-        problems = self.settings_problems()
-        if problems:
-            raise ImproperlyConfigured("; ".join(problems))
+def register_settings_check(app_label: str, check: SettingsCheck) -> None:
+    """Call from the app's ``AppConfig.ready``: refuses to start on a problem, and registers the
+    check so ``manage.py check`` reports it when settings change later (tests, overrides)."""
+    problems = check()
+    if problems:
+        raise ImproperlyConfigured("; ".join(problems))
 
-        def system_check(**kwargs: object) -> list[checks.CheckMessage]:
-            return [checks.Error(problem, id=f"{self.label}.E001") for problem in self.settings_problems()]
+    def system_check(**kwargs: object) -> list[checks.CheckMessage]:
+        return [checks.Error(problem, id=f"{app_label}.E001") for problem in check()]
 
-        checks.register(system_check)
+    checks.register(system_check)

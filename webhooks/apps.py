@@ -1,23 +1,28 @@
+from django.apps import AppConfig
 from django.conf import settings
 
-from core.checks import SettingsCheckedAppConfig
 
-
-class WebhooksConfig(SettingsCheckedAppConfig):
+class WebhooksConfig(AppConfig):
     name = "webhooks"
     default_auto_field = "django.db.models.BigAutoField"
 
-    def settings_problems(self) -> list[str]:
-        from webhooks.signing import secret_key
+    def ready(self) -> None:
+        from core.checks import register_settings_check
 
-        problems = []
-        for secret in settings.WEBHOOK_SECRETS:
-            try:
-                secret_key(secret)
-            except ValueError as error:
-                problems.append(f"WEBHOOK_SECRET(S): {error}")
-        if settings.WEBHOOK_SWEEP_INTERVAL_SECONDS < 1 or settings.WEBHOOK_SWEEP_AFTER_SECONDS < 0:
-            problems.append(
-                "WEBHOOK_SWEEP_INTERVAL_SECONDS must be at least 1, WEBHOOK_SWEEP_AFTER_SECONDS at least 0"
-            )
-        return problems
+        register_settings_check(self.label, settings_problems)
+
+
+def settings_problems() -> list[str]:
+    from webhooks.signing import secret_key
+
+    problems = []
+    for secret in settings.WEBHOOK_SECRETS:
+        try:
+            secret_key(secret)
+        except ValueError as error:
+            problems.append(f"WEBHOOK_SECRET(S): {error}")
+    if settings.WEBHOOK_SWEEP_INTERVAL_SECONDS < 1 or settings.WEBHOOK_SWEEP_AFTER_SECONDS < 0:
+        problems.append(
+            "WEBHOOK_SWEEP_INTERVAL_SECONDS must be at least 1, WEBHOOK_SWEEP_AFTER_SECONDS at least 0"
+        )
+    return problems
