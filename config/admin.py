@@ -7,10 +7,7 @@ from django.http import HttpRequest
 
 
 class ReadOnlyModelAdmin(admin.ModelAdmin):
-    """History operators look at but never edit: no add, change or delete.
-
-    Changes, where there are any, go through admin actions that call services.
-    """
+    """History operators look at but never edit; changes go through admin actions that call services."""
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -1,8 +1,5 @@
-"""gunicorn settings of the web process (``Procfile``'s ``web``), from the environment.
-
-Requests are short (submit, poll, cancel; the GPU work is elsewhere), so threads serve
-most of the concurrency and a few processes use the cores.
-"""
+"""gunicorn settings of the web process, from the environment: requests are short (the GPU work
+is elsewhere), so threads serve most of the concurrency and a few processes use the cores."""
 
 from __future__ import annotations
 

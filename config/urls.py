@@ -27,8 +27,6 @@ urlpatterns: list[URLPattern | URLResolver] = [
 if settings.SERVE_MEDIA:
     urlpatterns += [
         re_path(
-            rf"^{settings.MEDIA_URL.strip('/')}/(?P<path>.*)$",
-            serve,
-            {"document_root": settings.MEDIA_ROOT},
+            rf"^{settings.MEDIA_URL.strip('/')}/(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT}
         )
     ]

@@ -1,5 +1,5 @@
-"""Settings validation by the app that owns the settings, as a Django system check that also
-stops the process at start: Celery workers and gunicorn never run ``manage.py check``."""
+"""Each app validates its own settings, as a system check that also stops the process at start:
+Celery workers and gunicorn never run ``manage.py check``."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""The one application error. Every face (API, page, admin) turns it into a response.
-
-Each carries a stable machine-readable ``code``; the API renders it in its JSON error shape
-and the web page picks its human message by the same code. No HTTP status: the faces map codes.
-"""
+"""The one application error: a stable ``code`` each face (API, page, admin) turns into a
+response; it carries no HTTP status, the faces map codes."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""Structured logs: every event is one line of ``key=value`` pairs (logfmt), or JSON.
-
-``log_event`` keeps the pairs on the log record, so the JSON formatter (``LOG_FORMAT=json``)
-writes them as fields instead of re-parsing a message.
-"""
+"""Structured logs: every event is one line of ``key=value`` pairs (logfmt), or JSON whose
+fields ``log_event`` kept on the log record (``LOG_FORMAT=json``)."""
 
 from __future__ import annotations
 
@@ -32,14 +29,14 @@ def log_event(log: Callable[..., None], event: str, /, *, exc_info: bool = False
     log(logfmt(pairs), extra={"fields": pairs}, **({"exc_info": True} if exc_info else {}))
 
 
-def _timestamp(record: logging.LogRecord) -> str:
-    return datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
+def _header(record: logging.LogRecord) -> dict[str, Any]:
+    time = datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
+    return {"time": time, "level": record.levelname, "logger": record.name}
 
 
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        line = logfmt({"time": _timestamp(record), "level": record.levelname, "logger": record.name})
-        line = f"{line} {record.getMessage()}"
+        line = f"{logfmt(_header(record))} {record.getMessage()}"
         if record.exc_info:
             line = f"{line} exc={_logfmt_value(self.formatException(record.exc_info))}"
         return line
@@ -47,11 +44,7 @@ class LogfmtFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        payload: dict[str, Any] = {
-            "time": _timestamp(record),
-            "level": record.levelname,
-            "logger": record.name,
-        }
+        payload = _header(record)
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             payload.update(fields)

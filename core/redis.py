@@ -1,9 +1,5 @@
-"""The one way to Redis: one client per process and URL, with deliberate connect and read timeouts.
-
-A stalled Redis then costs a caller at most ``REDIS_SOCKET_TIMEOUT_SECONDS`` and a
-``redis.TimeoutError``, never a hung batch or probe. redis-py's pool is thread-safe and
-replaces its connections in a forked child (the Celery prefork pool), so one client is shared.
-"""
+"""The one way to Redis: one client per process and URL (redis-py's pool is thread- and
+fork-safe), whose timeouts make a stalled Redis a ``redis.TimeoutError``, never a hang."""
 
 from __future__ import annotations
 

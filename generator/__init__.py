@@ -1,8 +1,5 @@
-"""Text-to-image generation on Hugging Face diffusers. Knows nothing of Django.
-
-This package's top level stays free of torch so that web processes can read the parameters
-and their limits below without loading the GPU stack; ``generator.engine`` imports torch.
-"""
+"""Text-to-image generation on Hugging Face diffusers; knows nothing of Django. The top level
+stays free of torch (only ``generator.engine`` imports it), so web processes can read parameters."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -94,12 +95,8 @@ class Engine:
         log_event(logger.info, "pipeline_loaded", model=model, device=chosen_device, dtype=chosen_dtype)
         return cls(pipeline, device=chosen_device)
 
-    @property
-    def token_window(self) -> int:
-        return int(self.pipeline.tokenizer.model_max_length)
-
     def prompt_exceeds_window(self, prompt: str) -> bool:
-        return len(self.pipeline.tokenizer(prompt).input_ids) > self.token_window
+        return len(self.pipeline.tokenizer(prompt).input_ids) > self.pipeline.tokenizer.model_max_length
 
     def warm_up(self) -> None:
         """One tiny run so the first real job does not pay for lazy initialisation."""
@@ -111,27 +108,15 @@ class Engine:
         self, requests: Sequence[GenerationParameters], *, on_step: StepCallback | None = None
     ) -> list[GenerationResult]:
         """Runs compatible requests as one pipeline call; results come back in request order.
-
-        Every image has its own CPU generator seeded with ``seed + image index``, so a
-        request's pictures depend only on its own seed, whatever else shares the batch, and
-        the same seed gives the same noise on any device.
-        ``on_step(step, total)`` is called after each denoising step; raising from it stops
-        the run at once (the exception propagates to the caller).
-        """
+        Each image has a CPU generator seeded ``seed + index``: the same noise whatever shares the
+        batch, on any device. ``on_step(step, total)`` runs per step; raising from it stops the run."""
         if not requests:
             return []
         keys = {request.batch_key for request in requests}
         if len(keys) != 1:
             raise ValueError(f"requests in one batch must share size, steps, guidance and scheduler: {keys}")
         first = requests[0]
-        prompts: list[str] = []
-        negative_prompts: list[str] = []
-        generators: list[torch.Generator] = []
-        for request in requests:
-            for seed in request.image_seeds():
-                prompts.append(request.prompt)
-                negative_prompts.append(request.negative_prompt)
-                generators.append(torch.Generator(device="cpu").manual_seed(seed))
+        per_image = [(request, seed) for request in requests for seed in request.image_seeds()]
 
         self.pipeline.scheduler = self._scheduler(first.scheduler)
 
@@ -146,38 +131,31 @@ class Engine:
         try:
             with torch.inference_mode():
                 output = self.pipeline(
-                    prompt=prompts,
-                    negative_prompt=negative_prompts,
+                    prompt=[request.prompt for request, _ in per_image],
+                    negative_prompt=[request.negative_prompt for request, _ in per_image],
                     width=first.width,
                     height=first.height,
                     num_inference_steps=first.steps,
                     guidance_scale=first.guidance_scale,
-                    generator=generators,
+                    generator=[torch.Generator(device="cpu").manual_seed(seed) for _, seed in per_image],
                     callback_on_step_end=step_end,
                     output_type="pil",
                 )
         except torch.OutOfMemoryError as exc:
-            self._release_memory()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
             raise GeneratorOutOfMemory(str(exc)) from exc
 
-        images: list[Image.Image] = list(output.images)
-        results = []
-        offset = 0
-        for request in requests:
-            results.append(
-                GenerationResult(
-                    images=images[offset : offset + request.num_images],
-                    prompt_truncated=self.prompt_exceeds_window(request.prompt),
-                )
+        images = iter(output.images)
+        return [
+            GenerationResult(
+                images=list(itertools.islice(images, request.num_images)),
+                prompt_truncated=self.prompt_exceeds_window(request.prompt),
             )
-            offset += request.num_images
-        return results
+            for request in requests
+        ]
 
     def _scheduler(self, name: str) -> Any:
         if name not in self._schedulers:
             self._schedulers[name] = _SCHEDULER_CLASSES[name].from_config(self._model_scheduler.config)
         return self._schedulers[name]
-
-    def _release_memory(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()

@@ -1,9 +1,5 @@
-"""Builds a tiny Stable Diffusion pipeline of the real diffusers/transformers classes.
-
-Weights are random (its pictures are noise), but it is saved with ``save_pretrained`` as
-safetensors and loaded back through the same ``from_pretrained`` path as a real model, so
-the whole serving stack runs on a CPU-only machine with no model hub.
-"""
+"""A tiny Stable Diffusion of the real diffusers classes with random weights, saved and loaded
+like a real model, so the whole serving stack runs on a CPU with no model hub."""
 
 from __future__ import annotations
 
@@ -16,26 +12,12 @@ from typing import Any
 TOKEN_WINDOW = 77
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable-character table."""
-    printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    codes = printable[:]
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, (chr(code) for code in codes), strict=True))
-
-
 def byte_level_vocabulary() -> dict[str, int]:
     """256 byte characters, the same with ``</w>``, then the two special tokens (514 in all)."""
-    characters = list(_bytes_to_unicode().values())
+    # GPT-2/CLIP's reversible byte -> printable-character table.
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    characters = list(bytes_to_unicode().values())
     vocabulary = {character: index for index, character in enumerate(characters)}
     vocabulary.update({f"{character}</w>": 256 + index for index, character in enumerate(characters)})
     vocabulary["<|startoftext|>"] = 512
@@ -44,11 +26,8 @@ def byte_level_vocabulary() -> dict[str, int]:
 
 
 def build_tokenizer(workdir: Path):  # type: ignore[no-untyped-def]
-    """Writes vocab.json and merges.txt, then loads them with ``from_pretrained``.
-
-    Passing the files to the ``CLIPTokenizer`` constructor is silently ignored by transformers
-    5.x (every prompt becomes ``<|endoftext|>``); loading the folder is the path that works.
-    """
+    """Writes vocab.json and merges.txt, then loads the folder: transformers 5.x silently ignores
+    files given to the ``CLIPTokenizer`` constructor (every prompt becomes ``<|endoftext|>``)."""
     from transformers import CLIPTokenizer
 
     workdir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class JobsConfig(AppConfig):
@@ -8,9 +9,17 @@ class JobsConfig(AppConfig):
     def ready(self) -> None:
         from core.checks import register_settings_check
         from jobs import selectors
-        from jobs.checks import jobs_settings_problems
         from jobs.models import TERMINAL_STATUSES
         from ops.metrics import register_job_statuses
 
-        register_settings_check(self.label, jobs_settings_problems)
+        register_settings_check(self.label, settings_problems)
         register_job_statuses(active_job_counts=selectors.active_job_counts, terminal=TERMINAL_STATUSES)
+
+
+def settings_problems() -> list[str]:
+    if settings.WORKER_HEARTBEAT_SECONDS <= 0:
+        return ["WORKER_HEARTBEAT_SECONDS must be positive"]
+    # After a Redis restart live workers need up to one interval to beat again; give them two.
+    if 0 < settings.REAPER_HEARTBEAT_GRACE_SECONDS < 2 * settings.WORKER_HEARTBEAT_SECONDS:
+        return ["REAPER_HEARTBEAT_GRACE_SECONDS must be 0 (off) or at least twice WORKER_HEARTBEAT_SECONDS"]
+    return []

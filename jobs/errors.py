@@ -15,8 +15,7 @@ def job_already_finished(status: str) -> ApplicationError:
 
 def job_not_retryable(status: str) -> ApplicationError:
     return ApplicationError(
-        code="job_not_retryable",
-        message=f"Only failed jobs can be retried; this one is {status}.",
+        code="job_not_retryable", message=f"Only failed jobs can be retried; this one is {status}."
     )
 
 
@@ -36,7 +35,5 @@ def idempotency_key_invalid(max_length: int) -> ApplicationError:
 
 def queue_full(retry_after: int) -> ApplicationError:
     return ApplicationError(
-        code="queue_full",
-        message="Too many jobs are waiting; try again later.",
-        retry_after=retry_after,
+        code="queue_full", message="Too many jobs are waiting; try again later.", retry_after=retry_after
     )

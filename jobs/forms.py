@@ -1,8 +1,5 @@
-"""The web page's generation form: it parses types only; the rules are jobs.validation's.
-
-Empty or out-of-range values reach ``job_submit``, which rejects them with the same field
-codes the API returns, so the page and the API can never disagree about what is valid.
-"""
+"""The web page's generation form: it parses types only; ``job_submit`` applies the rules, with
+the API's field codes, so the page and the API never disagree about what is valid."""
 
 from __future__ import annotations
 

@@ -1,8 +1,5 @@
-"""What the web page tells a person for each error code: what happened and what to do next.
-
-Codes are the API's (``ApplicationError.code``) and the stored ``FailureCode`` values; an unknown
-code gets a general message, so a new code on the server never shows up as a blank box.
-"""
+"""What the web page tells a person for each error or failure code: what happened and what to
+do next; an unknown code gets a general message, never a blank box."""
 
 from __future__ import annotations
 
@@ -74,10 +71,7 @@ _PROBLEMS = {
             NextStep.RETRY,
         ),
         Problem(
-            "timeout",
-            "This image took too long",
-            "Try a smaller size or fewer steps.",
-            NextStep.LIGHTER,
+            "timeout", "This image took too long", "Try a smaller size or fewer steps.", NextStep.LIGHTER
         ),
         Problem(
             "out_of_memory",
@@ -115,23 +109,14 @@ _PROBLEMS = {
             "It can no longer be cancelled.",
             NextStep.EDIT,
         ),
-        Problem(
-            "csrf_failed",
-            "Your page has expired",
-            "Reload the page, then try again.",
-            NextStep.EDIT,
-        ),
+        Problem("csrf_failed", "Your page has expired", "Reload the page, then try again.", NextStep.EDIT),
     )
 }
 
-_FALLBACK = Problem("error", "Something went wrong", "Try again in a moment.", NextStep.RETRY)
-
 
 def problem_for(code: str) -> Problem:
-    known = _PROBLEMS.get(code)
-    if known is not None:
-        return known
-    return Problem(code, _FALLBACK.title, _FALLBACK.action, _FALLBACK.next_step, known=False)
+    unknown = Problem(code, "Something went wrong", "Try again in a moment.", NextStep.RETRY, known=False)
+    return _PROBLEMS.get(code, unknown)
 
 
 def duration_text(seconds: int) -> str:

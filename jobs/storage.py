@@ -1,10 +1,5 @@
-"""Result storage in S3 whose download links are signed for the address clients use.
-
-Inside a private network (compose, a cluster) web and workers reach the store at one
-address (``endpoint_url``, e.g. ``http://minio:9000``) and browsers at another
-(``public_endpoint_url``). A presigned URL is valid only for the host it was signed for,
-so signing is done by a client configured with the public address.
-"""
+"""Result storage in S3 whose download links are signed for ``public_endpoint_url``, the address
+browsers use: a presigned URL is valid only for the host it was signed for."""
 
 from __future__ import annotations
 

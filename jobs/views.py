@@ -1,8 +1,5 @@
-"""The web page: a server-rendered form and a job panel that HTMX polls until the job ends.
-
-Every view answers a plain browser with a full page (forms post, the job page refreshes
-itself while the job is active) and an HTMX request with just the part that changed.
-"""
+"""The web page: a server-rendered form and a job panel that HTMX polls until the job ends;
+a plain browser gets full pages, an HTMX request just the part that changed."""
 
 from __future__ import annotations
 
@@ -41,9 +38,6 @@ RECENT_SESSION_KEY = "recent_job_ids"
 RECENT_LIMIT = 12
 POLL_SECONDS = 1
 RECENT_CHANGED_EVENT = "recent-changed"
-
-
-# --- what the templates show ---------------------------------------------------------------
 
 
 def _remember_job(request: HtmxHttpRequest, job: GenerationJob) -> None:
@@ -86,11 +80,8 @@ def _lighter_arguments(job: GenerationJob) -> dict[str, Any] | None:
 
 
 def _blank_image_uri(*, width: int, height: int) -> str:
-    """An empty SVG of the image's size: as an <img> it takes exactly the result's box.
-
-    An image, not a styled box, because CSP forbids inline styles and an image carries its
-    aspect ratio in its width and height attributes, just as the result's <img> does.
-    """
+    """An empty SVG of the image's size, taking exactly the result's box: CSP forbids the inline
+    style a sized box would need, and an image carries its aspect ratio in its attributes."""
     svg = f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}'/>"
     return "data:image/svg+xml," + quote(svg)
 
@@ -189,17 +180,11 @@ def _error_context(error: ApplicationError | None) -> dict[str, Any] | None:
 def _job_partial(
     request: HtmxHttpRequest, job: GenerationJob, *, with_recent: bool, stop_polling: bool = False
 ) -> HttpResponse:
-    """The job panel; with ``with_recent`` it also tells the recent list to reload itself.
-
-    An event rather than an out-of-band swap: a poll and a cancel can cross, and the later
-    answer then lands on a panel already replaced, where an out-of-band swap finds no target.
-    """
+    """The job panel; ``with_recent`` also tells the recent list to reload, by an event: when a poll
+    and a cancel cross, an out-of-band swap in the later answer would find no target."""
     response_class = HttpResponseStopPolling if stop_polling else HttpResponse
     response = response_class(render_to_string("jobs/_job.html", _job_context(job), request=request))
     return trigger_client_event(response, RECENT_CHANGED_EVENT) if with_recent else response
-
-
-# --- views ---------------------------------------------------------------------------------
 
 
 @require_http_methods(["GET", "POST"])
@@ -241,9 +226,7 @@ def job_status(request: HtmxHttpRequest, job_id: uuid.UUID) -> HttpResponse:
         # Nothing to swap: the panel stays as it is and htmx asks again on its next tick.
         return reswap(_with_retry_after(HttpResponse(status=http_status(error)), error), "none")
     job = _job_or_404(job_id)
-    if job.is_terminal:
-        return _job_partial(request, job, with_recent=True, stop_polling=True)
-    return _job_partial(request, job, with_recent=False)
+    return _job_partial(request, job, with_recent=job.is_terminal, stop_polling=job.is_terminal)
 
 
 @require_POST

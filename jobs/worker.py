@@ -1,7 +1,5 @@
 """The GPU worker's side of a job: claim a batch, run the engine, store or fail each job.
-
-Only worker processes import this module (it loads torch); web processes never do.
-"""
+Only worker processes import this module (it loads torch)."""
 
 from __future__ import annotations
 
@@ -51,17 +49,10 @@ def get_engine() -> Engine:
 
 
 class Heartbeat:
-    """Refreshes the heartbeat of a batch's jobs every ``WORKER_HEARTBEAT_SECONDS`` from a
-    daemon thread, from claim to the last stored file, so the reaper can tell a dead worker
-    from a slow one.
-
-    A thread rather than the step callback: text encoding, the VAE decode of a large batch, a
-    ``torch.compile`` recompile for a new size and writing PNGs to storage have no steps, and
-    one step of a full-size model on a slow GPU can itself take seconds. The thread needs the
-    GIL only for a moment per beat (torch releases it inside its kernels), adds nothing to a
-    step, and dies with the process: exactly the death the reaper looks for. Daemon, and never
-    joined: it must not delay a batch's end or the process's exit, even when Redis hangs.
-    """
+    """Refreshes the heartbeat of a batch's jobs every ``WORKER_HEARTBEAT_SECONDS``, from claim to
+    the last stored file, so the reaper can tell a dead worker from a slow one. A thread, not the
+    step callback: encoding, the VAE decode and storage writes have no steps. A daemon, never
+    joined: it dies with the process and never delays a batch's end, even when Redis hangs."""
 
     def __init__(self, job_ids: Sequence[services.JobId], *, worker_hostname: str, interval: float) -> None:
         self._job_ids = list(job_ids)
@@ -88,12 +79,9 @@ class Heartbeat:
 
 
 class ProgressReporter:
-    """Writes progress at most every ``min_steps`` steps and ``min_seconds`` seconds, and
-    checks the cancel flags on every step (one Redis read) so a cancel stops the next step.
-
-    A check Redis does not answer in time counts as "not cancelled": the batch goes on, and
-    a cancelled job's result is still refused when it is stored (``job_complete``).
-    """
+    """Writes progress at most every ``min_steps`` steps and ``min_seconds`` seconds, and checks
+    the cancel flags on every step. A check Redis does not answer counts as "not cancelled":
+    a cancelled job's result is still refused when it is stored (``job_complete``)."""
 
     def __init__(self, job_ids: Sequence[services.JobId], *, min_steps: int, min_seconds: float) -> None:
         self.job_ids = [str(job_id) for job_id in job_ids]

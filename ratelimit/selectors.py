@@ -17,15 +17,9 @@ from core.redis import redis_client
 from ratelimit.client_ip import parse_ip
 from ratelimit.models import BlockedNetwork, ClientNetwork, ClientUsage
 
+FAILURE_CATEGORIES = ("invalid_prompt", "timeout", "out_of_memory", "inference_error", "worker_lost", "other")
 # Failure category -> ClientUsage column.
-FAILURE_COLUMNS = {
-    "invalid_prompt": "failed_invalid_prompt",
-    "timeout": "failed_timeout",
-    "out_of_memory": "failed_out_of_memory",
-    "inference_error": "failed_inference_error",
-    "worker_lost": "failed_worker_lost",
-    "other": "failed_other",
-}
+FAILURE_COLUMNS = {category: f"failed_{category}" for category in FAILURE_CATEGORIES}
 UsageOrder = Literal["submitted", "gpu_seconds", "refused"]
 REFUSAL_KINDS = ("rate_limited", "too_many_active_jobs", "daily_quota_exceeded", "blocked")
 

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class WebhooksConfig(AppConfig):
@@ -7,6 +8,21 @@ class WebhooksConfig(AppConfig):
 
     def ready(self) -> None:
         from core.checks import register_settings_check
-        from webhooks.checks import webhook_settings_problems
 
-        register_settings_check(self.label, webhook_settings_problems)
+        register_settings_check(self.label, settings_problems)
+
+
+def settings_problems() -> list[str]:
+    from webhooks.signing import secret_key
+
+    problems = []
+    for secret in settings.WEBHOOK_SECRETS:
+        try:
+            secret_key(secret)
+        except ValueError as error:
+            problems.append(f"WEBHOOK_SECRET(S): {error}")
+    if settings.WEBHOOK_SWEEP_INTERVAL_SECONDS < 1 or settings.WEBHOOK_SWEEP_AFTER_SECONDS < 0:
+        problems.append(
+            "WEBHOOK_SWEEP_INTERVAL_SECONDS must be at least 1, WEBHOOK_SWEEP_AFTER_SECONDS at least 0"
+        )
+    return problems

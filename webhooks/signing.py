@@ -1,8 +1,5 @@
-"""Standard Webhooks signatures, made by the standard's own library (``standardwebhooks``).
-
-Secrets are in the ``whsec_<base64>`` form. Several secrets give several space-separated
-signatures, which the spec allows, so receivers can move to a new secret without downtime.
-"""
+"""Standard Webhooks signatures by the standard's own library; several ``whsec_`` secrets give
+several signatures, so receivers can move to a new secret without downtime."""
 
 from __future__ import annotations
 

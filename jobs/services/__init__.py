@@ -1,10 +1,5 @@
 """Every write to a GenerationJob, one module per lifecycle stage: submit, claim, finish,
-reaper, liveness.
-
-State changes are conditional UPDATEs checked against ``TRANSITION_SOURCES``, so a job
-never moves backwards (``completed`` never becomes ``running`` again) however web
-processes, workers and the reaper interleave.
-"""
+reaper, liveness."""
 
 from jobs.services.claim import ClaimedBatch, claim_next_jobs, job_cancel, job_record_progress
 from jobs.services.finish import job_complete, job_fail, job_finished

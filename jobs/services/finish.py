@@ -25,13 +25,9 @@ logger = logging.getLogger(__name__)
 
 
 def job_finished(*, job: GenerationJob, outcome: str, **log_fields: Any) -> None:
-    """Usage, counters, log and webhook of a job that just reached a terminal status: ``outcome``
-    is that status, or ``deduplicated`` for a job answered from another's files.
-
-    Called in the transaction that moved the job, with ``finished_at`` and ``failure_code``
-    set on ``job``; counters and the webhook wait for the commit. Cancelled and deduplicated
-    jobs ran on no GPU, so usage does not count them.
-    """
+    """Usage, counters, log and webhook of a job that just reached ``outcome`` (its status, or
+    ``deduplicated``), in the transaction that moved it; counters and webhook wait for the commit.
+    Cancelled and deduplicated jobs ran on no GPU, so usage does not count them."""
     run_seconds = (
         (job.finished_at - job.started_at).total_seconds() if job.started_at and job.finished_at else None
     )
@@ -82,9 +78,8 @@ def job_complete(*, job: GenerationJob, pngs: Sequence[bytes], warnings: Sequenc
 
 
 def job_fail(*, job_id: JobId, code: str, message: str, where: Q | None = None) -> bool:
-    """Fails a queued or running job with a named ``FailureCode``; returns whether it moved.
-
-    ``where`` adds conditions to the same UPDATE, as in ``transition_job``."""
+    """Fails a queued or running job with a ``FailureCode``; returns whether it moved (``where``
+    as in ``transition_job``)."""
     finished_at = timezone.now()
     with transaction.atomic():
         moved = transition_job(

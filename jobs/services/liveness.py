@@ -1,9 +1,4 @@
-"""What a worker and the web share through Redis while a job runs: cancel flags and heartbeats.
-
-Redis answers within ``REDIS_SOCKET_TIMEOUT_SECONDS`` or raises: a cancel check that cannot
-be read counts as "not cancelled" (the worker's ``ProgressReporter``), and a heartbeat that
-cannot be written is retried at the next beat (the worker's ``Heartbeat``).
-"""
+"""What a worker and the web share through Redis while a job runs: cancel flags and heartbeats."""
 
 from __future__ import annotations
 

@@ -13,12 +13,8 @@ from webhooks.services import webhook_delivery_create
 
 
 def webhook_event_enqueue(*, job: GenerationJob, event: str) -> None:
-    """Once the current transaction commits, records and sends a delivery of ``event`` if the
-    job subscribed to it. Errors are logged, never raised into the job's own flow.
-
-    ``job`` needs only its id and webhook fields. Most jobs have no webhook: for them this
-    costs nothing, not a query per event on the worker's path.
-    """
+    """After the commit, records and sends ``event`` if the job subscribed to it; errors are logged,
+    never raised. Free for the many jobs without a webhook (``job`` needs only those fields)."""
     if not job.webhook_url or event not in job.webhook_events:
         return
     transaction.on_commit(partial(_record_and_send, job_id=job.pk, event=event), robust=True)

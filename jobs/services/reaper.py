@@ -37,15 +37,9 @@ class ReapResult:
 
 
 def reap_stale_jobs() -> ReapResult:
-    """Handles ``running`` jobs whose worker is gone: re-queues each up to
-    ``REAPER_MAX_REQUEUES`` times, then fails it as ``worker_lost``.
-
-    A job is lost when its heartbeat stopped (its worker process was killed, ran out of
-    memory or lost its machine) and it was claimed more than ``REAPER_HEARTBEAT_GRACE_SECONDS``
-    ago, or, whatever its heartbeat, when it is still running past the hard time limit plus
-    ``REAPER_GRACE_SECONDS``: Celery kills a task at the hard limit, so nobody will ever finish
-    it. The second rule is the backstop for when heartbeats cannot be read.
-    """
+    """Re-queues ``running`` jobs whose worker is gone up to ``REAPER_MAX_REQUEUES`` times, then
+    fails them ``worker_lost``. Gone: no heartbeat and claimed over ``REAPER_HEARTBEAT_GRACE_SECONDS``
+    ago, or (the backstop) running past the hard time limit plus ``REAPER_GRACE_SECONDS``."""
     now = timezone.now()
     past_hard_limit = now - timedelta(seconds=settings.GENERATION_TIME_LIMIT + settings.REAPER_GRACE_SECONDS)
     claimed_before = past_hard_limit
@@ -93,12 +87,9 @@ def reap_stale_jobs() -> ReapResult:
 
 
 def _jobs_without_heartbeat(*, job_ids: Sequence[JobId]) -> set[JobId]:
-    """Which of these running jobs have no heartbeat, in one Redis round trip.
-
-    None, as far as the reaper can tell, while heartbeats cannot be trusted: Redis does not
-    answer, or the reaper has watched this Redis dataset for less than the grace (it was
-    restarted empty or flushed, and live workers may not have written theirs again yet).
-    """
+    """Which of these running jobs have no heartbeat, in one Redis round trip; none while Redis does
+    not answer or the reaper has watched this dataset for less than the grace (after a restart or
+    a flush, live workers may not have written theirs again yet)."""
     if not job_ids or not settings.REAPER_HEARTBEAT_GRACE_SECONDS:
         return set()
     now = time.time()
@@ -120,13 +111,8 @@ def _jobs_without_heartbeat(*, job_ids: Sequence[JobId]) -> set[JobId]:
 
 
 def republish_queued_jobs() -> int:
-    """Sends wake-ups for queued jobs whose broker message was lost; returns how many.
-
-    The database is the queue of record; a Redis restart without persistence loses the
-    wake-ups, not the jobs. Jobs queued longer than ``REAPER_REPUBLISH_AFTER_SECONDS``
-    that outnumber the wake-ups waiting in the ``gpu`` queue get one each (a wake-up that
-    finds nothing to claim costs nothing).
-    """
+    """Sends a wake-up for each job queued longer than ``REAPER_REPUBLISH_AFTER_SECONDS`` beyond
+    those waiting in the ``gpu`` queue (the broker lost them, not the jobs); returns how many."""
     cutoff = timezone.now() - timedelta(seconds=settings.REAPER_REPUBLISH_AFTER_SECONDS)
     waiting = GenerationJob.objects.filter(status=JobStatus.QUEUED, created_at__lt=cutoff).count()
     if waiting == 0:
@@ -140,11 +126,8 @@ def republish_queued_jobs() -> int:
 
 
 def delete_expired_results() -> int:
-    """Deletes result files of jobs finished more than ``RESULT_RETENTION_DAYS`` ago.
-
-    Jobs stay (history is kept) and are marked ``results_deleted_at``; only their image rows
-    and files go. Returns how many files were deleted; 0 days means keep forever.
-    """
+    """Deletes image rows and files of jobs finished over ``RESULT_RETENTION_DAYS`` ago (0: never);
+    jobs stay, marked ``results_deleted_at``. Returns how many files were deleted."""
     if settings.RESULT_RETENTION_DAYS <= 0:
         return 0
     cutoff = timezone.now() - timedelta(days=settings.RESULT_RETENTION_DAYS)

@@ -13,11 +13,8 @@ JobId = uuid.UUID | str
 
 
 def transition_job(*, job_id: JobId, to: str, where: Q | None = None, **fields: object) -> bool:
-    """Moves a job to ``to`` if its current status allows it; returns whether it moved.
-
-    The check and the write are one UPDATE, so two racing writers cannot both win. ``where``
-    adds conditions to that same UPDATE (the reaper's "still stuck since then").
-    """
+    """Moves a job to ``to`` if its status allows it, in one UPDATE so two racing writers cannot
+    both win; ``where`` adds conditions to it. Returns whether it moved."""
     sources = TRANSITION_SOURCES[to]
     moved = (
         GenerationJob.objects.filter(pk=job_id, status__in=sources)
