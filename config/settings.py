@@ -250,7 +250,10 @@ CELERY_TASK_SERIALIZER = "json"
 # GPU workers consume this queue; a deployment with several GPU pools gives each its own.
 GENERATION_QUEUE = env.str("GENERATION_QUEUE", default="gpu")
 CELERY_TASK_ROUTES = {"jobs.tasks.generate_task": {"queue": GENERATION_QUEUE}}
-CELERY_TASK_DEFAULT_QUEUE = "default"
+# Beat's reaper and sweeps have a queue and worker of their own: a backlog of slow webhook
+# receivers cannot delay them. An unrouted task lands there too, where a worker reads it.
+MAINTENANCE_QUEUE = "maintenance"
+CELERY_TASK_DEFAULT_QUEUE = MAINTENANCE_QUEUE
 # A GPU task is long and expensive: acknowledge it only when done, hand it back if the
 # worker process dies, and never reserve more than the one being run.
 CELERY_TASK_ACKS_LATE = True
@@ -288,7 +291,7 @@ WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 # Local development only: production webhooks are https to public addresses (SSRF safety).
 WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
 WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False)
-# Every WEBHOOK_SWEEP_INTERVAL_SECONDS beat's sweep (on the `default` queue) sends the attempt
+# Every WEBHOOK_SWEEP_INTERVAL_SECONDS beat's sweep (on the `maintenance` queue) sends the attempt
 # message again for pending deliveries whose attempt is overdue by WEBHOOK_SWEEP_AFTER_SECONDS:
 # the send failed (broker down) or the broker lost the message (Redis restarted empty). Keep
 # the grace above the longest wait in the webhooks queue; a shorter one only sends duplicates.
@@ -296,7 +299,7 @@ WEBHOOK_SWEEP_INTERVAL_SECONDS = env.int("WEBHOOK_SWEEP_INTERVAL_SECONDS", defau
 WEBHOOK_SWEEP_AFTER_SECONDS = env.int("WEBHOOK_SWEEP_AFTER_SECONDS", default=120)
 
 # --- Operators: reaper and result retention ---------------------------------------------
-# Every REAPER_INTERVAL_SECONDS the reaper (on the light `default` queue, started by beat):
+# Every REAPER_INTERVAL_SECONDS the reaper (on the `maintenance` queue, started by beat):
 # re-queues or fails `running` jobs whose worker is gone (no heartbeat for
 # REAPER_HEARTBEAT_GRACE_SECONDS, or REAPER_GRACE_SECONDS past the hard time limit),
 # wakes workers for jobs `queued` longer than REAPER_REPUBLISH_AFTER_SECONDS whose broker
@@ -320,12 +323,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "jobs.tasks.reap_stale_jobs_task",
         "schedule": REAPER_INTERVAL_SECONDS,
         # A run that could not start before the next one is due is only a duplicate.
-        "options": {"queue": "default", "expires": REAPER_INTERVAL_SECONDS},
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": REAPER_INTERVAL_SECONDS},
     },
     "sweep-webhook-deliveries": {
         "task": "webhooks.tasks.sweep_webhook_deliveries_task",
         "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS,
-        "options": {"queue": "default", "expires": WEBHOOK_SWEEP_INTERVAL_SECONDS},
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": WEBHOOK_SWEEP_INTERVAL_SECONDS},
     },
 }
 
