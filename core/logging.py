@@ -1,7 +1,8 @@
 """Structured logs: every event is one line of ``key=value`` pairs (logfmt), or JSON.
 
 ``log_event`` keeps the pairs on the log record, so the JSON formatter (``LOG_FORMAT=json``)
-writes them as fields instead of re-parsing a message.
+writes them as fields instead of re-parsing a message. A line logged while a request is served
+carries that request's id (``request_id``), Django's own error lines included.
 """
 
 from __future__ import annotations
@@ -9,8 +10,12 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+# Set by the request-id middleware for the request this thread serves; empty elsewhere.
+current_request_id: ContextVar[str] = ContextVar("current_request_id", default="")
 
 
 def _logfmt_value(value: object) -> str:
@@ -39,6 +44,8 @@ def _timestamp(record: logging.LogRecord) -> str:
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = logfmt({"time": _timestamp(record), "level": record.levelname, "logger": record.name})
+        if request_id := current_request_id.get():
+            line = f"{line} request_id={_logfmt_value(request_id)}"
         line = f"{line} {record.getMessage()}"
         if record.exc_info:
             line = f"{line} exc={_logfmt_value(self.formatException(record.exc_info))}"
@@ -52,6 +59,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
         }
+        if request_id := current_request_id.get():
+            payload["request_id"] = request_id
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             payload.update(fields)
