@@ -53,6 +53,8 @@ class RequestIdMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         request_id = self._request_id(request)
+        # For Django's own log line of a 5xx, written after this middleware returned.
+        request.request_id = request_id  # type: ignore[attr-defined]
         token = current_request_id.set(request_id)
         try:
             response = self.get_response(request)

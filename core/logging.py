@@ -37,6 +37,11 @@ def log_event(log: Callable[..., None], event: str, /, *, exc_info: bool = False
     log(logfmt(pairs), extra={"fields": pairs}, **({"exc_info": True} if exc_info else {}))
 
 
+def _request_id(record: logging.LogRecord) -> str:
+    # Django logs a 5xx once more after the middleware returned: that record carries the request.
+    return current_request_id.get() or str(getattr(getattr(record, "request", None), "request_id", ""))
+
+
 def _timestamp(record: logging.LogRecord) -> str:
     return datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
 
@@ -44,7 +49,7 @@ def _timestamp(record: logging.LogRecord) -> str:
 class LogfmtFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = logfmt({"time": _timestamp(record), "level": record.levelname, "logger": record.name})
-        if request_id := current_request_id.get():
+        if request_id := _request_id(record):
             line = f"{line} request_id={_logfmt_value(request_id)}"
         line = f"{line} {record.getMessage()}"
         if record.exc_info:
@@ -59,7 +64,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
         }
-        if request_id := current_request_id.get():
+        if request_id := _request_id(record):
             payload["request_id"] = request_id
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
