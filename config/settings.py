@@ -72,7 +72,8 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 PROMETHEUS_EXPORT_MIGRATIONS = False
-# When set, /metrics wants "Authorization: Bearer <token>" (job counts are not public).
+# /metrics wants "Authorization: Bearer <token>" (job counts are not public); without a token
+# it is open only with DEBUG on, and `check --deploy` warns.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 ROOT_URLCONF = "config.urls"

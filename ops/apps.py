@@ -1,6 +1,12 @@
 from django.apps import AppConfig
+from django.core import checks
 
 
 class OpsConfig(AppConfig):
     name = "ops"
     verbose_name = "Operations: health, readiness, metrics"
+
+    def ready(self) -> None:
+        from ops.checks import metrics_token_check
+
+        checks.register(metrics_token_check, checks.Tags.security, deploy=True)
