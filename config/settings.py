@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 
 import botocore.config
@@ -62,6 +63,23 @@ MIDDLEWARE = [
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
 ]
+
+# --- Admin login: lockout after repeated failures (django-axes) ---------------------------
+INSTALLED_APPS += ["axes"]
+# Last, as axes asks: it answers a locked-out login before the admin's view runs.
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# A user name is locked out from one client address after this many failed logins in a row,
+# for this long; other users and addresses are unaffected. Attempts are kept in the database.
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("ADMIN_LOGIN_COOLOFF_SECONDS", default=900))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The client address as abuse control decides it: X-Forwarded-For only from trusted proxies.
+AXES_CLIENT_IP_CALLABLE = "ratelimit.client_ip.client_ip"
+AXES_RESET_ON_SUCCESS = True
 
 # --- Operations: health, readiness and metrics (ops/) -------------------------------------
 INSTALLED_APPS += ["django_prometheus", "ops"]
