@@ -10,10 +10,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import schemathesis
 from django.http import HttpRequest, HttpResponse
 from django.test import Client
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
 
 import jobs.services
 from core.logging import LogfmtFormatter
@@ -166,7 +170,9 @@ def no_dns(monkeypatch: pytest.MonkeyPatch) -> None:
     etag=st.text(max_size=200),
     webhook_url=st.text(max_size=100) | st.from_regex(r"https?://[^/]{0,80}/?.{0,20}", fullmatch=True),
 )
-@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@hypothesis_settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+)
 def test_odd_headers_and_webhook_urls_never_give_a_5xx(key: str, etag: str, webhook_url: str) -> None:
     client = Client()
     submitted = client.post(
@@ -180,6 +186,27 @@ def test_odd_headers_and_webhook_urls_never_give_a_5xx(key: str, etag: str, webh
     assert submitted.status_code < 500 and polled.status_code < 500
     assert submitted.status_code < 400 or "error" in submitted.json()
     assert polled.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.usefixtures("no_dns")
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_the_submit_endpoint_fuzzed_with_webhook_urls_never_gives_a_5xx(
+    live_server: Any, settings: Any, mode: GenerationMode
+) -> None:
+    # Generated jobs are committed and wake any real worker of the session: keep them tiny.
+    settings.JOB_LIMITS = {**settings.JOB_LIMITS, "min_size": 64, "max_size": 64, "max_steps": 2}
+    schema = schemathesis.openapi.from_url(f"{live_server.url}/api/schema/?format=json")
+    submit = schema["/api/v1/jobs"]["POST"]
+
+    @given(case=submit.as_strategy(generation_mode=mode))
+    @hypothesis_settings(
+        max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
+    )
+    def answers(case: Any) -> None:
+        case.call_and_validate(checks=[not_a_server_error])
+
+    answers()
 
 
 def test_a_trusted_proxy_names_the_request_and_others_cannot(client: Client, settings: Any) -> None:

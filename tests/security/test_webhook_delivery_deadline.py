@@ -137,9 +137,13 @@ def test_an_attempt_over_the_host_cap_waits_and_is_not_counted(
 def test_host_slots_are_shared_up_to_the_cap_and_freed_after_use(settings: Any) -> None:
     settings.WEBHOOK_HOST_CONCURRENCY = 2
 
-    with services._host_slot("hooks.example") as first, services._host_slot("hooks.example") as second:
-        with services._host_slot("hooks.example") as third, services._host_slot("other.example") as other:
-            held = (first, second, third, other)
+    with (
+        services._host_slot("hooks.example") as first,
+        services._host_slot("hooks.example") as second,
+        services._host_slot("hooks.example") as third,
+        services._host_slot("other.example") as other,
+    ):
+        held = (first, second, third, other)
     with services._host_slot("hooks.example") as after:
         pass
 
