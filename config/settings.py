@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from datetime import timedelta
 from pathlib import Path
 
 import botocore.config
@@ -48,6 +49,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outside the rest, so that every log line names the request and no /api/ error is HTML.
+    "config.middleware.RequestIdMiddleware",
+    "config.middleware.ApiErrorMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -60,6 +64,23 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
 ]
 
+# --- Admin login: lockout after repeated failures (django-axes) ---------------------------
+INSTALLED_APPS += ["axes"]
+# Last, as axes asks: it answers a locked-out login before the admin's view runs.
+MIDDLEWARE += ["axes.middleware.AxesMiddleware"]
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# A user name is locked out from one client address after this many failed logins in a row,
+# for this long; other users and addresses are unaffected. Attempts are kept in the database.
+AXES_FAILURE_LIMIT = env.int("ADMIN_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(seconds=env.int("ADMIN_LOGIN_COOLOFF_SECONDS", default=900))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# The client address as abuse control decides it: X-Forwarded-For only from trusted proxies.
+AXES_CLIENT_IP_CALLABLE = "ratelimit.client_ip.client_ip"
+AXES_RESET_ON_SUCCESS = True
+
 # --- Operations: health, readiness and metrics (ops/) -------------------------------------
 INSTALLED_APPS += ["django_prometheus", "ops"]
 # Outermost on both sides, so that request metrics time the whole middleware stack.
@@ -69,7 +90,8 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 PROMETHEUS_EXPORT_MIGRATIONS = False
-# When set, /metrics wants "Authorization: Bearer <token>" (job counts are not public).
+# /metrics wants "Authorization: Bearer <token>" (job counts are not public); without a token
+# it is open only with DEBUG on, and `check --deploy` warns.
 METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
 
 ROOT_URLCONF = "config.urls"
@@ -250,7 +272,10 @@ CELERY_TASK_SERIALIZER = "json"
 # GPU workers consume this queue; a deployment with several GPU pools gives each its own.
 GENERATION_QUEUE = env.str("GENERATION_QUEUE", default="gpu")
 CELERY_TASK_ROUTES = {"jobs.tasks.generate_task": {"queue": GENERATION_QUEUE}}
-CELERY_TASK_DEFAULT_QUEUE = "default"
+# Beat's reaper and sweeps have a queue and worker of their own: a backlog of slow webhook
+# receivers cannot delay them. An unrouted task lands there too, where a worker reads it.
+MAINTENANCE_QUEUE = "maintenance"
+CELERY_TASK_DEFAULT_QUEUE = MAINTENANCE_QUEUE
 # A GPU task is long and expensive: acknowledge it only when done, hand it back if the
 # worker process dies, and never reserve more than the one being run.
 CELERY_TASK_ACKS_LATE = True
@@ -287,11 +312,16 @@ WEBHOOK_RETRY_SCHEDULE = env.list(
     "WEBHOOK_RETRY_SCHEDULE", cast=float, default=[5, 300, 1800, 7200, 18000, 36000]
 )
 WEBHOOK_RETRY_JITTER = env.float("WEBHOOK_RETRY_JITTER", default=0.1)
+# One deadline for a whole delivery attempt: name lookup, connect, TLS and the full response.
 WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=5.0)
+# A webhook host's name lookup gives up after this long, at submit and within an attempt.
+WEBHOOK_DNS_TIMEOUT_SECONDS = env.float("WEBHOOK_DNS_TIMEOUT_SECONDS", default=2.0)
+# Attempts in flight to one destination host across all workers; more wait and try again.
+WEBHOOK_HOST_CONCURRENCY = env.int("WEBHOOK_HOST_CONCURRENCY", default=4)
 # Local development only: production webhooks are https to public addresses (SSRF safety).
 WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
 WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False)
-# Every WEBHOOK_SWEEP_INTERVAL_SECONDS beat's sweep (on the `default` queue) sends the attempt
+# Every WEBHOOK_SWEEP_INTERVAL_SECONDS beat's sweep (on the `maintenance` queue) sends the attempt
 # message again for pending deliveries whose attempt is overdue by WEBHOOK_SWEEP_AFTER_SECONDS:
 # the send failed (broker down) or the broker lost the message (Redis restarted empty). Keep
 # the grace above the longest wait in the webhooks queue; a shorter one only sends duplicates.
@@ -299,7 +329,7 @@ WEBHOOK_SWEEP_INTERVAL_SECONDS = env.int("WEBHOOK_SWEEP_INTERVAL_SECONDS", defau
 WEBHOOK_SWEEP_AFTER_SECONDS = env.int("WEBHOOK_SWEEP_AFTER_SECONDS", default=120)
 
 # --- Operators: reaper and result retention ---------------------------------------------
-# Every REAPER_INTERVAL_SECONDS the reaper (on the light `default` queue, started by beat):
+# Every REAPER_INTERVAL_SECONDS the reaper (on the `maintenance` queue, started by beat):
 # re-queues or fails `running` jobs whose worker is gone (no heartbeat for
 # REAPER_HEARTBEAT_GRACE_SECONDS, or REAPER_GRACE_SECONDS past the hard time limit),
 # wakes workers for jobs `queued` longer than REAPER_REPUBLISH_AFTER_SECONDS whose broker
@@ -323,12 +353,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "jobs.tasks.reap_stale_jobs_task",
         "schedule": REAPER_INTERVAL_SECONDS,
         # A run that could not start before the next one is due is only a duplicate.
-        "options": {"queue": "default", "expires": REAPER_INTERVAL_SECONDS},
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": REAPER_INTERVAL_SECONDS},
     },
     "sweep-webhook-deliveries": {
         "task": "webhooks.tasks.sweep_webhook_deliveries_task",
         "schedule": WEBHOOK_SWEEP_INTERVAL_SECONDS,
-        "options": {"queue": "default", "expires": WEBHOOK_SWEEP_INTERVAL_SECONDS},
+        "options": {"queue": MAINTENANCE_QUEUE, "expires": WEBHOOK_SWEEP_INTERVAL_SECONDS},
     },
 }
 

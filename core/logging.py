@@ -1,13 +1,18 @@
 """Structured logs: every event is one line of ``key=value`` pairs (logfmt), or JSON whose
-fields ``log_event`` kept on the log record (``LOG_FORMAT=json``)."""
+fields ``log_event`` kept on the log record (``LOG_FORMAT=json``); a line logged while a request
+is served carries its ``request_id``, Django's own error lines included."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+# Set by the request-id middleware for the request this thread serves; empty elsewhere.
+current_request_id: ContextVar[str] = ContextVar("current_request_id", default="")
 
 
 def _logfmt_value(value: object) -> str:
@@ -29,9 +34,17 @@ def log_event(log: Callable[..., None], event: str, /, *, exc_info: bool = False
     log(logfmt(pairs), extra={"fields": pairs}, **({"exc_info": True} if exc_info else {}))
 
 
+def _request_id(record: logging.LogRecord) -> str:
+    # Django logs a 5xx once more after the middleware returned: that record carries the request.
+    return current_request_id.get() or str(getattr(getattr(record, "request", None), "request_id", ""))
+
+
 def _header(record: logging.LogRecord) -> dict[str, Any]:
     time = datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
-    return {"time": time, "level": record.levelname, "logger": record.name}
+    header = {"time": time, "level": record.levelname, "logger": record.name}
+    if request_id := _request_id(record):
+        header["request_id"] = request_id
+    return header
 
 
 class LogfmtFormatter(logging.Formatter):

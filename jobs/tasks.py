@@ -47,7 +47,7 @@ def generate_task(self: Any) -> None:
 
 @shared_task(name="jobs.tasks.reap_stale_jobs_task")
 def reap_stale_jobs_task() -> None:
-    """Beat's periodic sweep (on the ``default`` queue, never ``gpu``): stuck jobs, lost
+    """Beat's periodic sweep (on the ``maintenance`` queue, never ``gpu``): stuck jobs, lost
     wake-ups, expired result files."""
     from jobs import services
 

@@ -7,6 +7,8 @@ class OpsConfig(AppConfig):
     verbose_name = "Operations: health, readiness, metrics"
 
     def ready(self) -> None:
+        from ops.checks import metrics_token_check
         from ops.example_secrets import example_secrets_check
 
         checks.register(example_secrets_check, checks.Tags.security, deploy=True)
+        checks.register(metrics_token_check, checks.Tags.security, deploy=True)

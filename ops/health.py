@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def check_storage() -> None:
     elif isinstance(storage, FileSystemStorage):
         # FileSystemStorage creates the folder on first save; the probe asks whether it could.
         Path(storage.location).mkdir(parents=True, exist_ok=True)
-        probe = Path(storage.location) / ".readyz"
+        # A name of its own per probe: concurrent probes sharing one name raced to unlink it.
+        probe = Path(storage.location) / f".readyz-{uuid.uuid4().hex}"
         probe.touch()
         probe.unlink()
 

@@ -11,6 +11,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
+from core.errors import error_body
 from ops.health import readiness
 from ops.metrics import job_registry
 
@@ -45,7 +46,15 @@ def _process_registry() -> CollectorRegistry:
 @require_safe
 def metrics(request: HttpRequest) -> HttpResponse:
     token = settings.METRICS_TOKEN
+    if not token and not settings.DEBUG:
+        return JsonResponse(
+            error_body(code="metrics_token_unset", message="Set METRICS_TOKEN to scrape metrics."), status=403
+        )
     if token and not secrets.compare_digest(request.headers.get("Authorization", ""), f"Bearer {token}"):
-        return HttpResponse(status=401, headers={"WWW-Authenticate": "Bearer"})
+        return JsonResponse(
+            error_body(code="not_authenticated", message="Send Authorization: Bearer <METRICS_TOKEN>."),
+            status=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     body = generate_latest(_process_registry()) + generate_latest(job_registry)
     return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

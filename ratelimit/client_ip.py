@@ -47,6 +47,15 @@ def client_ip(request: HttpRequest) -> str:
     return UNKNOWN_CLIENT
 
 
+def sent_by_trusted_proxy(request: HttpRequest) -> bool:
+    """Whether the peer is a proxy of ours, so that headers it sets (``X-Request-ID``) may be believed."""
+    if settings.CLIENT_IP_TRUSTED_PROXY_COUNT:
+        # Count mode says every request comes through our proxies.
+        return True
+    peer = parse_ip(str(request.META.get("REMOTE_ADDR") or ""))
+    return _is_trusted(peer, _trusted_networks(tuple(settings.CLIENT_IP_TRUSTED_PROXIES)))
+
+
 def client_network(ip: str) -> str:
     """The key that limits and usage count a client under: IPv4 addresses as they are, IPv6
     addresses as their ``CLIENT_IP_IPV6_PREFIX`` network, since one host usually holds a

@@ -38,10 +38,18 @@ ACTIVE_JOB_RETRY_AFTER_SECONDS = 5
 
 
 @contextmanager
-def submission_admitted(*, client_ip: str, count_active_jobs: Callable[[str], int]) -> Iterator[str]:
+def submission_admitted(
+    *,
+    client_ip: str,
+    count_active_jobs: Callable[[str], int],
+    check_after_limits: Callable[[], None] | None = None,
+) -> Iterator[str]:
     """Refuses a submission that breaks a limit (an ``ApplicationError``), else opens the transaction
     the job must be written in and yields the client network to store on it.
     ``count_active_jobs(network)`` is the caller's count of that network's queued or running jobs.
+    ``check_after_limits`` runs once the blocklist and rate limit let the client through, before
+    the transaction: a slow check (a webhook host's name lookup) that a refused client never
+    reaches and that holds no lock while it waits.
 
     The active-job and daily-quota checks run in that same transaction after locking the
     network's ``ClientNetwork`` row, so two concurrent submits from one network are admitted
@@ -51,6 +59,8 @@ def submission_admitted(*, client_ip: str, count_active_jobs: Callable[[str], in
     network = client_network(client_ip)
     _refuse_if_blocked(client_ip=client_ip, network=network)
     _refuse_if_over_rate(network=network)
+    if check_after_limits is not None:
+        check_after_limits()
     with transaction.atomic():
         _lock_client_network(network=network)
         _refuse_if_too_many_active(network=network, count_active_jobs=count_active_jobs)

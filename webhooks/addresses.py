@@ -6,9 +6,11 @@ Plain Python, no Django: the submit check and the delivery transport share these
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -26,8 +28,21 @@ _EXTRA_FORBIDDEN = tuple(
 _FLAGS = ("unspecified", "loopback", "link_local", "multicast", "site_local", "private", "reserved")
 
 
+# What a client is told about an address it did not write itself: never the address.
+NON_PUBLIC_ADDRESS = "The webhook URL resolves to a non-public address."
+# One DNS label in its ASCII form (underscores appear in real host names).
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+
+
 class ForbiddenDestination(Exception):
-    """The URL may not be called: wrong scheme, malformed, or an address of our own networks."""
+    """The URL may not be called: wrong scheme, malformed, or an address of our own networks.
+
+    ``str()`` has the details for the log; ``public_message`` is what a client may read.
+    """
+
+    def __init__(self, message: str, *, public_message: str | None = None) -> None:
+        super().__init__(message)
+        self.public_message = public_message or message
 
 
 @dataclass(frozen=True)
@@ -96,38 +111,94 @@ def system_resolver(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def check_destination(
-    url: str, *, allow_http: bool, allow_private: bool, resolve: Resolver = system_resolver
-) -> Destination:
-    """Parses, resolves and checks a webhook URL; every address it resolves to must be allowed.
+# A lookup that hangs (a name server that never answers) is abandoned at its deadline and
+# lingers here until the system resolver gives up; the pool bounds how many may linger.
+_LOOKUPS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="webhook-dns")
 
-    Raises ``ForbiddenDestination``; ``OSError`` when the name does not resolve.
-    """
+
+def resolve_within(host: str, port: int, *, timeout: float, resolve: Resolver | None = None) -> list[str]:
+    """The addresses of ``host``, or ``TimeoutError`` once ``timeout`` seconds have passed;
+    ``OSError`` when it does not resolve."""
+    lookup = _LOOKUPS.submit(resolve or system_resolver, host, port)
+    try:
+        return lookup.result(timeout=max(timeout, 0.0))
+    except TimeoutError:
+        lookup.cancel()
+        raise TimeoutError(f"{host} did not resolve within {timeout:g} s") from None
+
+
+def parse_destination(url: str, *, allow_http: bool) -> Destination:
+    """The parts of a webhook URL, checked without any lookup: scheme, a well-formed host (or an
+    allowed address literal) and port. Its ``addresses`` hold the literal's address, or none."""
     try:
         parts = urlsplit(url)
         port = parts.port
+        hostname = parts.hostname
     except ValueError as error:
         raise ForbiddenDestination(f"Not a valid URL: {error}.") from None
     allowed_schemes = ("https", "http") if allow_http else ("https",)
     if parts.scheme not in allowed_schemes:
         raise ForbiddenDestination(f"The URL must use {' or '.join(allowed_schemes)}.")
-    host = (parts.hostname or "").rstrip(".")
+    host = (hostname or "").rstrip(".")
     if not host:
         raise ForbiddenDestination("The URL has no host.")
     if parts.username is not None or parts.password is not None:
         # "https://public@10.0.0.1" style URLs exist to mislead readers; we send no credentials.
         raise ForbiddenDestination("The URL may not carry a user name or password.")
-    port = port or (443 if parts.scheme == "https" else 80)
+    if port == 0:
+        raise ForbiddenDestination("The URL's port must be 1 to 65535.")
     literal = parse_ip_literal(host)
-    addresses = [str(literal)] if literal is not None else resolve(host, port)
+    if literal is None:
+        host = _host_name(host)
+    target = parts.path or "/"
+    if parts.query:
+        target += f"?{parts.query}"
+    return Destination(
+        scheme=parts.scheme,
+        host=host,
+        port=port or (443 if parts.scheme == "https" else 80),
+        target=target,
+        addresses=() if literal is None else (str(literal),),
+    )
+
+
+def _host_name(host: str) -> str:
+    """``host`` in its ASCII (IDNA) spelling, if it is a name DNS can hold."""
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise ForbiddenDestination("The URL's host is not a valid host name.") from None
+    if len(ascii_host) > 253 or not all(_LABEL.fullmatch(label) for label in ascii_host.split(".")):
+        raise ForbiddenDestination("The URL's host is not a valid host name.")
+    return ascii_host
+
+
+def check_destination(
+    url: str,
+    *,
+    allow_http: bool,
+    allow_private: bool,
+    timeout: float,
+    resolve: Resolver | None = None,
+) -> Destination:
+    """Parses, resolves (within ``timeout`` seconds) and checks a webhook URL; every address it
+    resolves to must be allowed.
+
+    Raises ``ForbiddenDestination``; ``OSError`` when the name does not resolve, and
+    ``TimeoutError`` (an ``OSError``) when it does not resolve in time.
+    """
+    destination = parse_destination(url, allow_http=allow_http)
+    addresses = list(destination.addresses) or resolve_within(
+        destination.host, destination.port, timeout=timeout, resolve=resolve
+    )
     if not addresses:
-        raise OSError(f"{host} has no address")
+        raise OSError(f"{destination.host} has no address")
     if not allow_private:
         for address in addresses:
             reason = forbidden_reason(ipaddress.ip_address(address.split("%")[0]))
             if reason:
-                raise ForbiddenDestination(f"{host} resolves to a forbidden address: {reason}")
-    target = parts.path or "/"
-    if parts.query:
-        target += f"?{parts.query}"
-    return Destination(scheme=parts.scheme, host=host, port=port, target=target, addresses=tuple(addresses))
+                raise ForbiddenDestination(
+                    f"{destination.host} resolves to a forbidden address: {reason}",
+                    public_message=NON_PUBLIC_ADDRESS,
+                )
+    return replace(destination, addresses=tuple(addresses))

@@ -11,10 +11,12 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
+from urllib.parse import urlsplit
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
@@ -27,9 +29,10 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from core.errors import ApplicationError, FieldError, invalid_parameters
 from core.logging import log_event
+from core.redis import redis_client
 from ops.metrics import record_webhook_resends
 from webhooks import selectors, transport
-from webhooks.addresses import ForbiddenDestination, check_destination
+from webhooks.addresses import ForbiddenDestination, check_destination, parse_destination
 from webhooks.models import AttemptError, DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEvent
 from webhooks.signing import signature_header
 
@@ -49,6 +52,9 @@ DUE_SLACK = timedelta(seconds=1)
 # A backlog of lost messages (Redis restarted empty under load) is re-sent over a few runs
 # instead of flooding the broker at once.
 SWEEP_MAX_PER_RUN = 500
+# An attempt whose host already has WEBHOOK_HOST_CONCURRENCY attempts in flight waits this long
+# (jittered upwards), then tries again; it is not counted as an attempt.
+HOST_BUSY_RETRY_SECONDS = 5.0
 
 
 def webhook_url_forbidden(reason: str) -> ApplicationError:
@@ -64,7 +70,8 @@ def webhook_subscription_clean(*, url: str, events: Sequence[str] | None) -> tup
     """The webhook URL and events to store on a new job (events default to all of them).
 
     Raises a ``validation_error`` ApplicationError for unknown events or an overlong URL, and a
-    ``webhook_url_forbidden`` one for a URL this service may not call (see webhooks.addresses).
+    ``webhook_url_forbidden`` one for a URL this service may never call (see webhooks.addresses).
+    Its host is not looked up here: ``webhook_destination_check`` does that, after admission.
     """
     wanted = WebhookEvent.values if events is None else list(events)
     unknown = sorted(set(wanted) - set(WebhookEvent.values))
@@ -92,14 +99,32 @@ def webhook_subscription_clean(*, url: str, events: Sequence[str] | None) -> tup
             }
         )
     try:
+        parse_destination(url, allow_http=settings.WEBHOOK_ALLOW_HTTP)
+    except ForbiddenDestination as error:
+        raise webhook_url_forbidden(error.public_message) from None
+    return url, [event for event in WebhookEvent.values if event in wanted]
+
+
+def webhook_destination_check(*, url: str) -> None:
+    """Resolves a webhook URL's host within ``WEBHOOK_DNS_TIMEOUT_SECONDS`` and refuses it when
+    an address is not public, with a ``webhook_url_forbidden`` ApplicationError that never
+    names the address (the log does). Call it only for an admitted client: it may wait."""
+    try:
         check_destination(
-            url, allow_http=settings.WEBHOOK_ALLOW_HTTP, allow_private=settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS
+            url,
+            allow_http=settings.WEBHOOK_ALLOW_HTTP,
+            allow_private=settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS,
+            timeout=settings.WEBHOOK_DNS_TIMEOUT_SECONDS,
         )
     except ForbiddenDestination as error:
-        raise webhook_url_forbidden(str(error)) from None
-    except OSError:
+        log_event(logger.info, "webhook_url_refused", reason=str(error))
+        raise webhook_url_forbidden(error.public_message) from None
+    except TimeoutError as error:
+        log_event(logger.info, "webhook_url_refused", reason=str(error))
+        raise webhook_url_forbidden("Its host name did not resolve in time.") from None
+    except OSError as error:
+        log_event(logger.info, "webhook_url_refused", reason=str(error))
         raise webhook_url_forbidden("Its host name does not resolve.") from None
-    return url, [event for event in WebhookEvent.values if event in wanted]
 
 
 def webhook_delivery_create(*, job_id: uuid.UUID | str, url: str, event: str, data: object) -> None:
@@ -168,6 +193,7 @@ def _post(delivery: WebhookDelivery) -> AttemptResult:
             body=body,
             headers=headers,
             timeout=settings.WEBHOOK_TIMEOUT_SECONDS,
+            dns_timeout=settings.WEBHOOK_DNS_TIMEOUT_SECONDS,
             allow_http=settings.WEBHOOK_ALLOW_HTTP,
             allow_private=settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS,
         )
@@ -230,10 +256,15 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
             partial(_send_attempt, delivery_id=delivery_id, attempt=attempt, countdown=max(wait, 0.0))
         )
         return
-    started_at = timezone.now()
-    started = time.perf_counter()
-    result = _post(delivery)
-    duration_ms = round((time.perf_counter() - started) * 1000)
+    host = urlsplit(delivery.url).hostname or ""
+    with _host_slot(host) as slot_taken:
+        if not slot_taken:
+            _postpone_for_busy_host(delivery=delivery, attempt=attempt, host=host)
+            return
+        started_at = timezone.now()
+        started = time.perf_counter()
+        result = _post(delivery)
+        duration_ms = round((time.perf_counter() - started) * 1000)
     if result.succeeded:
         status, delay = DeliveryStatus.DELIVERED, None
     else:
@@ -275,6 +306,68 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
         response=result.response_status,
         error=result.error,
         duration_ms=duration_ms,
+    )
+
+
+def _host_slots_key(host: str) -> str:
+    return f"imagegen:webhooks:host_slots:{host}"
+
+
+# Drops lapsed slots (a worker died holding one), then takes a slot if fewer than the cap are held.
+_TAKE_HOST_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+@contextmanager
+def _host_slot(host: str) -> Iterator[bool]:
+    """One of the ``WEBHOOK_HOST_CONCURRENCY`` attempts a destination host may have in flight
+    across all workers; yields False when they are all taken. A slot lapses with the attempt's
+    claim, so a killed worker cannot hold one for good."""
+    key, token = _host_slots_key(host), uuid.uuid4().hex
+    now = time.time()
+    try:
+        taken = bool(
+            redis_client().eval(
+                _TAKE_HOST_SLOT,
+                1,
+                key,
+                now,
+                settings.WEBHOOK_HOST_CONCURRENCY,
+                now + ATTEMPT_CLAIM_SECONDS,
+                token,
+                ATTEMPT_CLAIM_SECONDS,
+            )
+        )
+    except redis.RedisError:
+        # The cap spreads load; an unreachable Redis must not stop deliveries.
+        log_event(logger.exception, "webhook_host_slot_unavailable", host=host)
+        yield True
+        return
+    try:
+        yield taken
+    finally:
+        if taken:
+            try:
+                redis_client().zrem(key, token)
+            except redis.RedisError:
+                log_event(logger.exception, "webhook_host_slot_not_released", host=host)
+
+
+def _postpone_for_busy_host(*, delivery: WebhookDelivery, attempt: int, host: str) -> None:
+    """Gives the claimed attempt back, due again in a few seconds: a busy host is no failure."""
+    delay = HOST_BUSY_RETRY_SECONDS * random.uniform(1, 1.5)
+    now = timezone.now()
+    WebhookDelivery.objects.filter(
+        pk=delivery.pk, status=DeliveryStatus.PENDING, attempt_count=attempt - 1
+    ).update(next_attempt_at=now + timedelta(seconds=delay), updated_at=now)
+    transaction.on_commit(partial(_send_attempt, delivery_id=delivery.pk, attempt=attempt, countdown=delay))
+    log_event(
+        logger.info, "webhook_attempt_postponed", webhook=delivery.webhook_id, attempt=attempt, host=host
     )
 
 

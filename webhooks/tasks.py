@@ -1,5 +1,5 @@
 """Celery tasks of the webhooks app: deliveries on the light ``webhooks`` queue, beat's sweep on
-``default``; never ``gpu``."""
+``maintenance``; never ``gpu``."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core.errors import ApplicationError
+from core.errors import ApplicationError, error_body
 
 # Every other code is the client's to fix: 400.
 _CODES_BY_STATUS = {
@@ -24,10 +24,6 @@ _STATUS_BY_CODE = {code: status for status, codes in _CODES_BY_STATUS.items() fo
 
 def http_status(error: ApplicationError) -> int:
     return _STATUS_BY_CODE.get(error.code, 400)
-
-
-def error_body(*, code: str, message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, **extra}}
 
 
 def _field_errors(detail: Any) -> dict[str, list[dict[str, str]]]:

@@ -199,6 +199,9 @@ class ErrorDetailSerializer(serializers.Serializer):
         help_text="validation_error only: the broken rules by field name.",
     )
     retry_after = serializers.IntegerField(required=False, help_text="Seconds; also in Retry-After.")
+    request_id = serializers.CharField(
+        required=False, help_text="This request's id: also its X-Request-ID header and in its log lines."
+    )
 
 
 class ErrorSerializer(serializers.Serializer):

@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -36,7 +37,7 @@ from jobs.services.transition import JobId
 from jobs.validation import submitted_parameters, validate_parameters
 from ratelimit.services import submission_admitted
 from webhooks.models import WebhookEvent
-from webhooks.services import webhook_subscription_clean
+from webhooks.services import webhook_destination_check, webhook_subscription_clean
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,11 @@ def job_submit(
     try:
         # Refuses over-limit clients, else opens the transaction the job is written in. A
         # deduplicated answer costs no GPU time but is a submission all the same.
-        with submission_admitted(client_ip=client_ip, count_active_jobs=_active_job_count) as network:
+        with submission_admitted(
+            client_ip=client_ip,
+            count_active_jobs=_active_job_count,
+            check_after_limits=partial(webhook_destination_check, url=webhook_url) if webhook_url else None,
+        ) as network:
             job = _deduplicated_job(params=params, client_ip=client_ip, client_network=network, stored=stored)
             if job is None:
                 job = _queue_job(params=params, client_ip=client_ip, client_network=network, stored=stored)

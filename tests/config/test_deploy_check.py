@@ -18,6 +18,7 @@ PRODUCTION_ENV = {
     "BEHIND_TLS_PROXY": "1",
     "ALLOWED_HOSTS": "example.com",
     "CSRF_TRUSTED_ORIGINS": "https://example.com",
+    "METRICS_TOKEN": secrets.token_urlsafe(32),
 }
 
 

@@ -55,7 +55,17 @@ def test_example_env_file_names_no_variable_that_nothing_reads() -> None:
 def test_compose_runs_every_part_with_a_gpu_reserved_for_the_worker() -> None:
     services = compose()["services"]
 
-    assert {"postgres", "redis", "minio", "release", "web", "worker", "beat", "webhooks"} <= set(services)
+    assert {
+        "postgres",
+        "redis",
+        "minio",
+        "release",
+        "web",
+        "worker",
+        "beat",
+        "webhooks",
+        "maintenance",
+    } <= set(services)
     (device,) = services["worker"]["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia"
     assert device["capabilities"] == ["gpu"]
@@ -87,12 +97,12 @@ def test_dockerfiles_copy_every_package_and_only_paths_that_exist() -> None:
         assert packages <= sources, dockerfile
 
 
-def test_procfile_declares_release_web_gpu_worker_webhooks_worker_and_beat() -> None:
+def test_procfile_declares_release_web_gpu_worker_webhooks_and_maintenance_workers_and_beat() -> None:
     processes = dict(
         line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip()
     )
 
-    assert set(processes) == {"release", "web", "worker", "webhooks", "beat"}
+    assert set(processes) == {"release", "web", "worker", "webhooks", "maintenance", "beat"}
     assert "check --deploy" in processes["release"]
     assert processes["web"].startswith("gunicorn --config config/gunicorn.py")
     assert processes["worker"] == "scripts/worker.sh gpu"

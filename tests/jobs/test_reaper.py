@@ -292,7 +292,7 @@ def test_reaper_task_is_scheduled_by_beat_and_never_routed_to_the_gpu_queue() ->
 
     assert entry["task"] == reap_stale_jobs_task.name
     assert entry["schedule"] == settings.REAPER_INTERVAL_SECONDS
-    assert route["queue"].name == unrouted["queue"].name == "default" != settings.GENERATION_QUEUE
+    assert route["queue"].name == unrouted["queue"].name == "maintenance" != settings.GENERATION_QUEUE
 
 
 def test_reaper_task_reaps_lost_jobs_republishes_wakeups_and_deletes_expired_files(

@@ -13,13 +13,11 @@ from rest_framework.test import APIClient
 from jobs import services
 from jobs.models import FailureCode
 from tests.factories import GenerationJobFactory, JobImageFactory
-from tests.ops.conftest import metric_samples
+from tests.ops.conftest import METRICS_TOKEN, metric_samples, scrape_in_process
 from tests.support.processes import WebProcess, WorkerProcess
 from tests.support.waits import http_json, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
-
-METRICS_TOKEN = "scrape-token-for-tests"
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +80,7 @@ def test_metrics_count_refused_submissions_by_rule(api_client: APIClient, settin
     statuses = [api_client.post("/api/v1/jobs", body, format="json").status_code for _ in range(3)]
     assert statuses == [202, 429, 429]
 
-    samples = metric_samples(api_client.get("/metrics").content.decode())
+    samples = scrape_in_process()
 
     assert samples['imagegen_rate_limit_hits_total{rule="too_many_active_jobs"}'] == 2
 
@@ -92,7 +90,7 @@ def test_metrics_count_deduplicated_submits(api_client: APIClient) -> None:
     body = {"prompt": "a paper boat", "width": 64, "height": 64, "steps": 4, "seed": 9}
 
     answered = api_client.post("/api/v1/jobs", body, format="json").json()
-    samples = metric_samples(api_client.get("/metrics").content.decode())
+    samples = scrape_in_process()
 
     assert (answered["status"], answered["image_url"].endswith(original.file.name)) == ("completed", True)
     assert samples["imagegen_dedupe_hits_total{}"] == 1

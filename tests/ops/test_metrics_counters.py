@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from django.db import connection, transaction
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -19,16 +18,12 @@ from jobs import services
 from jobs.models import FailureCode, GenerationJob, JobStatus
 from ops.metrics import JOB_DURATION_BOUNDS
 from tests.factories import GenerationJobFactory
-from tests.ops.conftest import metric_samples
+from tests.ops.conftest import scrape_in_process
 
 pytestmark = pytest.mark.django_db
 
 FINISHED_AT = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 BUCKET_LABELS = [str(bound) for bound in JOB_DURATION_BOUNDS] + ["+Inf"]
-
-
-def scrape() -> dict[str, float]:
-    return metric_samples(Client().get("/metrics").content.decode())
 
 
 def bucket(samples: dict[str, float], label: str) -> float:
@@ -56,7 +51,7 @@ def test_completed_jobs_advance_the_duration_histogram(
     for seconds in (0.2, 7.0, 400.0):
         complete_job_that_ran(seconds)
 
-    samples = scrape()
+    samples = scrape_in_process()
 
     assert [bucket(samples, label) for label in BUCKET_LABELS] == [1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3]
     assert samples["imagegen_job_duration_seconds_count{}"] == 3
@@ -73,7 +68,7 @@ def test_a_run_counts_in_the_first_bucket_whose_bound_it_does_not_exceed(
 ) -> None:
     complete_job_that_ran(seconds)
 
-    samples = scrape()
+    samples = scrape_in_process()
 
     first = BUCKET_LABELS.index(first_bucket)
     assert [bucket(samples, label) for label in BUCKET_LABELS] == [0] * first + [1] * (
@@ -88,7 +83,7 @@ def test_failed_jobs_advance_failures_by_code(django_capture_on_commit_callbacks
         for code in codes:
             services.job_fail(job_id=GenerationJobFactory(running=True).pk, code=code, message="failed")
 
-    samples = scrape()
+    samples = scrape_in_process()
 
     assert samples['imagegen_job_failures_total{code="timeout"}'] == 2
     assert samples['imagegen_job_failures_total{code="out_of_memory"}'] == 1
@@ -102,7 +97,7 @@ def test_a_cancelled_job_counts_as_finished_cancelled_not_failed(
     with django_capture_on_commit_callbacks(execute=True):
         services.job_cancel(job_id=GenerationJobFactory().pk)
 
-    samples = scrape()
+    samples = scrape_in_process()
 
     assert samples['imagegen_jobs_finished_total{status="cancelled"}'] == 1
     assert samples['imagegen_jobs_finished_total{status="failed"}'] == 0
@@ -117,7 +112,7 @@ def test_a_failure_rolled_back_with_its_transaction_is_not_counted(
         services.job_fail(job_id=job.pk, code=FailureCode.TIMEOUT, message="slow")
         raise RuntimeError("the caller's transaction fails after the job did")
 
-    samples = scrape()
+    samples = scrape_in_process()
 
     assert GenerationJob.objects.get(pk=job.pk).status == JobStatus.RUNNING
     assert samples['imagegen_jobs_finished_total{status="failed"}'] == 0
@@ -161,11 +156,11 @@ def test_a_scrape_runs_one_query_however_many_jobs_finished() -> None:
     GenerationJobFactory(running=True)
     seed_finished_jobs(10)
     with CaptureQueriesContext(connection) as few_rows:
-        scrape()
+        scrape_in_process()
     seed_finished_jobs(500)
 
     with CaptureQueriesContext(connection) as many_rows:
-        samples = scrape()
+        samples = scrape_in_process()
 
     assert len(few_rows) == len(many_rows) == 1
     assert samples['imagegen_jobs{status="running"}'] == 1
@@ -190,7 +185,7 @@ def test_a_scrape_reads_only_index_ranges_of_the_jobs_table() -> None:
     GenerationJobFactory(running=True)
     seed_finished_jobs(50)
     with CaptureQueriesContext(connection) as scraped:
-        scrape()
+        scrape_in_process()
 
     unbounded = []
     with connection.cursor() as cursor:

@@ -81,6 +81,7 @@ def test_a_name_is_refused_when_any_of_its_addresses_is_forbidden() -> None:
             "https://mixed.example/hook",
             allow_http=False,
             allow_private=False,
+            timeout=5,
             resolve=lambda host, port: ["93.184.215.14", "10.0.0.1"],
         )
 
@@ -97,7 +98,9 @@ def test_a_name_is_refused_when_any_of_its_addresses_is_forbidden() -> None:
 )
 def test_urls_other_than_plain_https_are_refused(url: str) -> None:
     with pytest.raises(ForbiddenDestination):
-        check_destination(url, allow_http=False, allow_private=False, resolve=lambda host, port: ["8.8.8.8"])
+        check_destination(
+            url, allow_http=False, allow_private=False, timeout=5, resolve=lambda host, port: ["8.8.8.8"]
+        )
 
 
 def test_http_is_allowed_only_when_the_setting_says_so() -> None:
@@ -105,6 +108,7 @@ def test_http_is_allowed_only_when_the_setting_says_so() -> None:
         "http://hooks.example:8080/in?x=1",
         allow_http=True,
         allow_private=False,
+        timeout=5,
         resolve=lambda h, p: ["8.8.8.8"],
     )
 

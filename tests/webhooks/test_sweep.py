@@ -186,13 +186,13 @@ def test_a_broker_that_cannot_be_reached_at_all_is_logged_not_raised(
     assert WebhookDelivery.objects.get(pk=delivery.pk).next_attempt_at == delivery.next_attempt_at
 
 
-def test_sweep_is_scheduled_by_beat_on_the_default_queue() -> None:
+def test_sweep_is_scheduled_by_beat_on_the_maintenance_queue() -> None:
     entry = celery_app.conf.beat_schedule["sweep-webhook-deliveries"]
     route = celery_app.amqp.router.route(dict(entry["options"]), entry["task"])
 
     assert entry["task"] == sweep_webhook_deliveries_task.name
     assert entry["schedule"] == settings.WEBHOOK_SWEEP_INTERVAL_SECONDS
-    assert route["queue"].name == "default"
+    assert route["queue"].name == "maintenance"
 
 
 @pytest.mark.worker

@@ -96,7 +96,13 @@ def test_unknown_job_is_404_in_the_error_shape(api_client: APIClient, job_id: st
     response = api_client.get(f"/api/v1/jobs/{job_id}")
 
     assert response.status_code == 404
-    assert response.json() == {"error": {"code": "not_found", "message": "No job with this id."}}
+    assert response.json() == {
+        "error": {
+            "code": "not_found",
+            "message": "No job with this id.",
+            "request_id": response["X-Request-ID"],
+        }
+    }
 
 
 def test_status_payload_follows_the_job_through_every_state(api_client: APIClient) -> None:
