@@ -9,6 +9,8 @@ command -v redis-server >/dev/null || packages+=(redis-server)
 if [ "${SETUP_TEST_TOOLS:-0}" = 1 ]; then
     command -v chromium >/dev/null || packages+=(chromium)
     ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || packages+=(postgresql)
+    # promtool checks the monitoring profile's rules and scrape config.
+    command -v promtool >/dev/null || packages+=(prometheus)
 fi
 if [ ${#packages[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${packages[*]}"
