@@ -3,6 +3,7 @@ go through jobs.services, and the queue dashboard (numbers from jobs.selectors).
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -93,11 +94,12 @@ def history_charts(history: selectors.QueueHistory) -> list[dict[str, Any]]:
     failed_total = [sum(column) for column in zip(*history.failures.values(), strict=True)] or [0] * len(
         until
     )
+    colours = dict(zip(history.failures, itertools.cycle(FAILURE_COLOURS), strict=False))
     failure_bars: list[ChartBar] = []
     stacked = [0] * len(until)
-    for (code, values), colour in zip(history.failures.items(), FAILURE_COLOURS * 4, strict=False):
+    for code, values in history.failures.items():
         failure_bars += _bars(
-            values, until=until, peak=max(failed_total), series=code, colour=colour, below=stacked
+            values, until=until, peak=max(failed_total), series=code, colour=colours[code], below=stacked
         )
         stacked = [low + value for low, value in zip(stacked, values, strict=True)]
     return [
@@ -130,7 +132,7 @@ def history_charts(history: selectors.QueueHistory) -> list[dict[str, Any]]:
             "title": "Failed per 5 min, by code",
             "peak": max(failed_total),
             "bars": failure_bars,
-            "legend": list(zip(history.failures, FAILURE_COLOURS * 4, strict=False)),
+            "legend": list(colours.items()),
         },
     ]
 

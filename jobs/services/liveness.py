@@ -1,4 +1,4 @@
-"""What a worker and the web share through Redis while a job runs: cancel flags and heartbeats.
+"""What workers and the web share through Redis: cancel flags, job heartbeats, worker liveness.
 
 Redis answers within ``REDIS_SOCKET_TIMEOUT_SECONDS`` or raises: a cancel check that cannot
 be read counts as "not cancelled" (the worker's ``ProgressReporter``), and a heartbeat that
