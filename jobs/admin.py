@@ -3,6 +3,9 @@ go through jobs.services, and the queue dashboard (numbers from jobs.selectors).
 
 from __future__ import annotations
 
+import itertools
+import uuid
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -10,16 +13,16 @@ from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
-from django.utils.html import format_html_join
+from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from config.admin import ReadOnlyModelAdmin
 from core.errors import ApplicationError
 from jobs import selectors, services
-from jobs.models import ACTIVE_STATUSES, GenerationJob, JobStatus
+from jobs.models import ACTIVE_STATUSES, GenerationJob, JobImage, JobStatus
 from ratelimit import services as ratelimit_services
 
 THUMBNAIL_PIXELS = 256
@@ -38,6 +41,102 @@ class RecentWorkerFilter(admin.SimpleListFilter):
         return queryset.filter(worker_hostname=self.value()) if self.value() else queryset
 
 
+# The dashboard's last-hour charts: small inline SVGs, no script and no external asset.
+CHART_WIDTH, CHART_HEIGHT, CHART_GAP = 240, 60, 2
+FAILURE_COLOURS = ("#ba2121", "#e68a00", "#8e44ad", "#2c3e50", "#16a085", "#7f8c8d")
+
+
+@dataclass(frozen=True)
+class ChartBar:
+    x: int
+    y: float
+    width: int
+    height: float
+    value: int
+    until: str  # the bucket's end, HH:MM UTC
+    colour: str
+    series: str
+
+
+def _bars(
+    values: list[int],
+    *,
+    until: list[str],
+    peak: int,
+    series: str,
+    colour: str,
+    below: list[int] | None = None,
+) -> list[ChartBar]:
+    """One bar per bucket scaled to ``peak``; ``below`` stacks them on earlier series."""
+    width = CHART_WIDTH // len(values)
+    scale = CHART_HEIGHT / max(peak, 1)
+    bars = []
+    for index, value in enumerate(values):
+        base = (below[index] if below else 0) * scale
+        bars.append(
+            ChartBar(
+                x=index * width,
+                y=round(CHART_HEIGHT - base - value * scale, 2),
+                width=width - CHART_GAP,
+                height=round(value * scale, 2),
+                value=value,
+                until=until[index],
+                colour=colour,
+                series=series,
+            )
+        )
+    return bars
+
+
+def history_charts(history: selectors.QueueHistory) -> list[dict[str, Any]]:
+    """The three charts of the last hour: completed jobs, queue depth, failures by code."""
+    until = [end.strftime("%H:%M") for end in history.bucket_ends]
+    failed_total = [sum(column) for column in zip(*history.failures.values(), strict=True)] or [0] * len(
+        until
+    )
+    colours = dict(zip(history.failures, itertools.cycle(FAILURE_COLOURS), strict=False))
+    failure_bars: list[ChartBar] = []
+    stacked = [0] * len(until)
+    for code, values in history.failures.items():
+        failure_bars += _bars(
+            values, until=until, peak=max(failed_total), series=code, colour=colours[code], below=stacked
+        )
+        stacked = [low + value for low, value in zip(stacked, values, strict=True)]
+    return [
+        {
+            "id": "chart-completed",
+            "title": "Completed per 5 min",
+            "peak": max(history.completed),
+            "bars": _bars(
+                history.completed,
+                until=until,
+                peak=max(history.completed),
+                series="completed",
+                colour="#417690",
+            ),
+        },
+        {
+            "id": "chart-queue-depth",
+            "title": "Queue depth",
+            "peak": max(history.queue_depth),
+            "bars": _bars(
+                history.queue_depth,
+                until=until,
+                peak=max(history.queue_depth),
+                series="queued",
+                colour="#79aec8",
+            ),
+        },
+        {
+            "id": "chart-failures",
+            "title": "Failed per 5 min, by code",
+            "peak": max(failed_total),
+            "bars": failure_bars,
+            "legend": list(colours.items()),
+        },
+    ]
+
+
 def _seconds(delta: timedelta | None) -> str:
     return f"{delta.total_seconds():.1f} s" if delta is not None else "-"
 
@@ -46,6 +145,7 @@ def _seconds(delta: timedelta | None) -> str:
 class GenerationJobAdmin(ReadOnlyModelAdmin):
     list_display = (
         "id",
+        "thumbnail",
         "status",
         "failure_code",
         "client_ip",
@@ -125,7 +225,23 @@ class GenerationJobAdmin(ReadOnlyModelAdmin):
         dashboard = path(
             "dashboard/", self.admin_site.admin_view(self.dashboard_view), name="jobs_generationjob_dashboard"
         )
-        return [dashboard, *super().get_urls()]
+        thumbnail = path(
+            "<uuid:job_id>/thumbnail/",
+            self.admin_site.admin_view(self.thumbnail_view),
+            name="jobs_generationjob_thumbnail",
+        )
+        return [dashboard, thumbnail, *super().get_urls()]
+
+    def thumbnail_view(self, request: HttpRequest, job_id: uuid.UUID) -> HttpResponse:
+        """The first image of a job as a small PNG, made on first request (the list asks lazily)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        image = JobImage.objects.filter(job_id=job_id, index=0).first()
+        if image is None:
+            raise Http404("This job has no image.")
+        response = HttpResponse(services.image_thumbnail(image=image), content_type="image/png")
+        response["Cache-Control"] = "private, max-age=86400"
+        return response
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         """The queue dashboard; HTMX asks it again for the numbers alone every few seconds."""
@@ -136,6 +252,8 @@ class GenerationJobAdmin(ReadOnlyModelAdmin):
             "title": "Queue dashboard",
             "opts": self.opts,
             "stats": selectors.queue_dashboard(),
+            "charts": history_charts(selectors.queue_history()),
+            "chart_size": (CHART_WIDTH, CHART_HEIGHT),
             "workers": selectors.live_workers(timeout=settings.DASHBOARD_PING_TIMEOUT_SECONDS),
             "changelist_url": reverse("admin:jobs_generationjob_changelist"),
         }
@@ -164,6 +282,17 @@ class GenerationJobAdmin(ReadOnlyModelAdmin):
     @admin.display(description="progress")
     def progress(self, job: GenerationJob) -> str:
         return f"{job.progress_step} / {job.progress_total}"
+
+    @admin.display(description="")
+    def thumbnail(self, job: GenerationJob) -> SafeString | str:
+        # From the row alone, no query: only completed jobs whose results are kept have images.
+        if job.status != JobStatus.COMPLETED or job.results_deleted_at is not None:
+            return ""
+        return format_html(
+            '<img src="{}" loading="lazy" width="{}" alt="">',
+            reverse("admin:jobs_generationjob_thumbnail", args=[job.pk]),
+            services.THUMBNAIL_PIXELS // 2,
+        )
 
     @admin.display(description="images")
     def thumbnails(self, job: GenerationJob) -> SafeString | str:

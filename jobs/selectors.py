@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -15,8 +16,15 @@ from django.utils import timezone
 
 from config.celery import app as celery_app
 from config.celery import queue_pending_messages
+from core.redis import redis_client
 from jobs.errors import job_not_found
 from jobs.models import ACTIVE_STATUSES, FailureCode, GenerationJob, JobStatus
+
+# A heartbeat key (a job's, or a GPU worker's liveness) outlives its refresh by this many
+# intervals, so one late beat is no death.
+HEARTBEAT_LIFETIME_BEATS = 3
+# GPU worker hostname -> Unix time of its last liveness beat, busy or idle.
+LIVE_GPU_WORKERS_KEY = "jobs:gpu-workers"
 
 
 def job_get(*, job_id: str | uuid.UUID) -> GenerationJob:
@@ -347,3 +355,93 @@ def active_job_counts() -> dict[str, int]:
         .annotate(n=Count("*"))
     )
     return {status: counts.get(status, 0) for status in ACTIVE_STATUSES}
+
+
+@dataclass(frozen=True)
+class Waiting:
+    count: int
+    oldest_age_seconds: float  # 0 when none waits
+
+
+def queued_jobs_by_model() -> dict[str, Waiting]:
+    """The queue of each model this deployment serves, one index range each (status, created_at).
+
+    Every model is present, idle or not, so that an autoscaler always finds its series."""
+    now = timezone.now()
+    queued = {}
+    served_models = [settings.GENERATOR_MODEL]  # one today; the gauges are per model already
+    for model in served_models:
+        found = GenerationJob.objects.filter(status=JobStatus.QUEUED, model_name=model).aggregate(
+            count=Count("pk"), oldest=Min("created_at")
+        )
+        oldest = found["oldest"]
+        queued[model] = Waiting(
+            count=found["count"],
+            oldest_age_seconds=max((now - oldest).total_seconds(), 0.0) if oldest else 0.0,
+        )
+    return queued
+
+
+def live_gpu_workers() -> set[str]:
+    """Hostnames of GPU worker processes that beat within a heartbeat key's lifetime."""
+    lifetime = settings.WORKER_HEARTBEAT_SECONDS * HEARTBEAT_LIFETIME_BEATS
+    members = redis_client().zrangebyscore(LIVE_GPU_WORKERS_KEY, time.time() - lifetime, "+inf")
+    return {str(member) for member in members}
+
+
+@dataclass(frozen=True)
+class QueueHistory:
+    """The last hour in equal buckets, oldest first: what the dashboard's chart draws."""
+
+    bucket_ends: list[datetime]
+    completed: list[int]  # jobs completed within each bucket
+    queue_depth: list[int]  # jobs waiting at each bucket's end
+    failures: dict[str, list[int]]  # failure code -> jobs failed within each bucket
+
+
+def queue_history(*, buckets: int = 12, span: timedelta = timedelta(hours=1)) -> QueueHistory:
+    """Derived from the jobs' own timestamps in two queries over the jobs active now or
+    finished within ``span``, so nothing needs to sample the queue.
+
+    A job waited at ``t`` if it was created by then and neither started nor finished by then.
+    A job the reaper re-queued lost its first start, so it counts as waiting since creation.
+    """
+    now = timezone.now()
+    step = span / buckets
+    ends = [now - span + step * (index + 1) for index in range(buckets)]
+    recent = GenerationJob.objects.filter(
+        Q(status__in=ACTIVE_STATUSES) | Q(finished_at__gt=now - span)
+    ).order_by()
+
+    def within(end: datetime) -> Q:
+        return Q(finished_at__gt=end - step, finished_at__lte=end)
+
+    def waiting_at(end: datetime) -> Q:
+        not_started = Q(started_at__isnull=True) | Q(started_at__gt=end)
+        not_finished = Q(finished_at__isnull=True) | Q(finished_at__gt=end)
+        return Q(created_at__lte=end) & not_started & not_finished
+
+    counts = recent.aggregate(
+        **{
+            f"completed_{i}": Count("pk", filter=within(end) & Q(status=JobStatus.COMPLETED))
+            for i, end in enumerate(ends)
+        },
+        **{f"waiting_{i}": Count("pk", filter=waiting_at(end)) for i, end in enumerate(ends)},
+    )
+    per_bucket = [f"failed_{i}" for i in range(buckets)]
+    failures: dict[str, list[int]] = {
+        code: list(failed)
+        for code, *failed in recent.filter(status=JobStatus.FAILED, finished_at__gt=now - span)
+        .values("failure_code")
+        .annotate(
+            **{name: Count("pk", filter=within(end)) for name, end in zip(per_bucket, ends, strict=True)}
+        )
+        .order_by("failure_code")
+        .values_list("failure_code", *per_bucket)
+    }
+    return QueueHistory(
+        bucket_ends=ends,
+        completed=[counts[f"completed_{i}"] for i in range(buckets)],
+        queue_depth=[counts[f"waiting_{i}"] for i in range(buckets)],
+        failures=failures,
+    )

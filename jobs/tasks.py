@@ -18,18 +18,30 @@ from core.logging import log_event
 logger = logging.getLogger(__name__)
 
 
+# The worker's --hostname, set in the parent before its pool processes fork and inherit it.
+_worker_hostname = "unknown"
+
+
+@signals.celeryd_init.connect
+def _remember_worker_hostname(sender: str, **kwargs: Any) -> None:
+    global _worker_hostname
+    _worker_hostname = sender
+
+
 @signals.worker_process_init.connect
 def _load_pipeline_at_process_start(**kwargs: Any) -> None:
-    """Each GPU worker process loads the pipeline once, before its first job arrives.
+    """Each GPU worker process loads the pipeline once, before its first job arrives, then
+    reports itself live (the live-GPU-workers gauge) for as long as it runs.
 
     Loading inside the first task instead would also let a soft time limit fire during the
     imports, where library code that catches every exception can swallow it.
     """
     # The pool forks after the worker selected its queues (-Q), so the child knows them.
     if settings.GENERATION_QUEUE in (app.amqp.queues.consume_from or {}):
-        from jobs.worker import get_engine
+        from jobs.worker import WorkerLiveness, get_engine
 
         get_engine()
+        WorkerLiveness(worker_hostname=_worker_hostname, interval=settings.WORKER_HEARTBEAT_SECONDS).start()
 
 
 @shared_task(

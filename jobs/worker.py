@@ -78,6 +78,28 @@ class Heartbeat:
             self._stopped.wait(self._interval)
 
 
+class WorkerLiveness:
+    """Beats ``worker_record_alive`` every ``WORKER_HEARTBEAT_SECONDS`` from a daemon thread
+    for the process's lifetime, idle or busy: the live-GPU-workers gauge counts these beats,
+    and the beats stop with the process, however it dies."""
+
+    def __init__(self, *, worker_hostname: str, interval: float) -> None:
+        self._worker_hostname = worker_hostname
+        self._interval = interval
+        self._thread = threading.Thread(target=self._beat_forever, name="worker-liveness", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _beat_forever(self) -> None:
+        while True:
+            try:
+                services.worker_record_alive(worker_hostname=self._worker_hostname)
+            except Exception:
+                log_event(logger.warning, "liveness_beat_failed", exc_info=True)
+            time.sleep(self._interval)
+
+
 class ProgressReporter:
     """Writes progress at most every ``min_steps`` steps and ``min_seconds`` seconds, and checks
     the cancel flags on every step. A check Redis does not answer counts as "not cancelled":

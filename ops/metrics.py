@@ -17,6 +17,7 @@ import bisect
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import redis
 from prometheus_client.core import (
@@ -112,11 +113,23 @@ def record_webhook_resends(*, count: int) -> None:
     redis_client().incrby(WEBHOOK_RESENDS_KEY, count)
 
 
+@dataclass(frozen=True)
+class GaugeReading:
+    """A gauge as an app read it for one scrape: ``{label values: value}``."""
+
+    name: str
+    documentation: str
+    labels: tuple[str, ...]
+    values: Mapping[tuple[str, ...], float]
+
+
 class JobMetricsCollector(Collector):
-    """The jobs app hands over its status reads (``register_job_statuses``): ops imports no jobs."""
+    """The apps hand over their reads (``register_job_statuses``, ``register_gauge``): ops
+    imports no app."""
 
     active_job_counts: Callable[[], Mapping[str, int]] = dict
     terminal_statuses: Sequence[str] = ()
+    gauge_readers: dict[str, Callable[[], Sequence[GaugeReading]]] = {}
 
     def collect(self) -> Iterator[Metric]:
         pipeline = redis_client().pipeline(transaction=False)
@@ -172,6 +185,13 @@ class JobMetricsCollector(Collector):
             value=int(webhook_resends or 0),
         )
 
+        for read in self.gauge_readers.values():
+            for reading in read():
+                gauge = GaugeMetricFamily(reading.name, reading.documentation, labels=list(reading.labels))
+                for label_values, value in reading.values.items():
+                    gauge.add_metric(list(label_values), value)
+                yield gauge
+
 
 job_collector = JobMetricsCollector()
 job_registry = CollectorRegistry(auto_describe=False)
@@ -183,3 +203,8 @@ def register_job_statuses(
 ) -> None:
     job_collector.active_job_counts = active_job_counts
     job_collector.terminal_statuses = terminal
+
+
+def register_gauges(app: str, read: Callable[[], Sequence[GaugeReading]]) -> None:
+    """Adds an app's gauges to every scrape of ``job_registry``, read in one call per scrape."""
+    job_collector.gauge_readers = {**job_collector.gauge_readers, app: read}

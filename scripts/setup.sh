@@ -11,6 +11,8 @@ if [ "${SETUP_TEST_TOOLS:-0}" = 1 ]; then
     ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || packages+=(postgresql)
     # tests/security runs the shipped docker/nginx.conf in front of the web process.
     command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || packages+=(nginx)
+    # promtool checks the monitoring profile's rules and scrape config.
+    command -v promtool >/dev/null || packages+=(prometheus)
 fi
 if [ ${#packages[@]} -gt 0 ]; then
     echo "setup: installing Debian packages: ${packages[*]}"

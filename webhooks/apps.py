@@ -8,8 +8,11 @@ class WebhooksConfig(AppConfig):
 
     def ready(self) -> None:
         from core.checks import register_settings_check
+        from ops.metrics import register_gauges
+        from webhooks.selectors import backlog_gauges
 
         register_settings_check(self.label, settings_problems)
+        register_gauges(self.label, backlog_gauges)
 
 
 def settings_problems() -> list[str]:

@@ -7,6 +7,7 @@ from datetime import datetime
 from django.conf import settings
 
 from config.celery import queue_pending_messages
+from ops.metrics import GaugeReading
 from webhooks.models import DeliveryStatus, WebhookDelivery
 
 
@@ -22,3 +23,16 @@ def overdue_deliveries(*, due_before: datetime, limit: int) -> list[tuple[int, i
 def webhook_queue_pending_messages() -> int:
     """Attempt messages waiting in the broker's webhooks queue (not the ones workers have taken)."""
     return queue_pending_messages(queue=settings.WEBHOOK_QUEUE)
+
+
+def backlog_gauges() -> list[GaugeReading]:
+    """Deliveries still pending, for /metrics (one range of ``webhook_status_created_idx``)."""
+    pending = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING).count()
+    return [
+        GaugeReading(
+            "imagegen_webhook_backlog",
+            "Webhook deliveries not yet delivered or given up: queued, scheduled or in flight.",
+            (),
+            {(): pending},
+        )
+    ]

@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 # Compatible queued jobs a claim considers for a batch; enough to find every client's turn.
 BATCH_CANDIDATES = 200
+# Each lost attempt means another worker claimed a head meanwhile; giving up leaves a job
+# waiting for the next wake-up (or the reaper's), so try long enough for many racing workers.
+CLAIM_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -36,10 +39,11 @@ def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
     Clients take turns (``selectors.client_turn_order``): the head is the oldest queued job of
     the client whose turn it is, and compatible jobs fill the batch in the same turn order.
     Compatible means one pipeline call can serve them all: same model, size, steps, guidance
-    and scheduler. Each claim is a conditional UPDATE, so two workers never share a job.
+    and scheduler. Each claim is a conditional UPDATE, so two workers never share a job; a
+    worker that loses the head to another reads the turn order again.
     """
     queued = GenerationJob.objects.filter(status=JobStatus.QUEUED)
-    for _attempt in range(5):
+    for _attempt in range(CLAIM_ATTEMPTS):
         turn_order = selectors.client_turn_order()
         if not turn_order:
             return ClaimedBatch(jobs=[])
@@ -67,6 +71,10 @@ def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
             ):
                 claimed.append(candidate)
                 images += candidate.num_images
+            elif not claimed:
+                # Another worker took the head: this turn order is stale, read the queue again
+                # rather than fill a batch from the other worker's leftovers.
+                break
         if claimed:
             for job in claimed:
                 # What the claim's UPDATE wrote, without reading each row back.

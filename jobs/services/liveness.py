@@ -1,17 +1,17 @@
-"""What a worker and the web share through Redis while a job runs: cancel flags and heartbeats."""
+"""What workers and the web share through Redis: cancel flags, job heartbeats, worker liveness."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 from django.conf import settings
 
 from core.redis import redis_client
+from jobs.selectors import HEARTBEAT_LIFETIME_BEATS, LIVE_GPU_WORKERS_KEY
 from jobs.services.transition import JobId
 
 CANCEL_FLAG_TTL_SECONDS = 24 * 3600
-# A heartbeat key outlives its refresh by this many intervals, so one late beat is no death.
-HEARTBEAT_LIFETIME_BEATS = 3
 # When the reaper first saw this Redis dataset: after a restart or a flush, every heartbeat is
 # gone until live workers write theirs again, so missing ones mean nothing for a grace period.
 HEARTBEAT_WATCHED_SINCE_KEY = "jobs:heartbeat-watched-since"
@@ -42,4 +42,15 @@ def job_record_heartbeat(*, job_ids: Sequence[JobId], worker_hostname: str) -> N
     pipeline = redis_client().pipeline(transaction=False)
     for job_id in job_ids:
         pipeline.set(heartbeat_key(job_id), worker_hostname, px=lifetime_ms)
+    pipeline.execute()
+
+
+def worker_record_alive(*, worker_hostname: str) -> None:
+    """Marks a GPU worker process as alive and able to take jobs, for the live-workers gauge;
+    entries older than a heartbeat key's lifetime are dropped on the way."""
+    now = time.time()
+    lifetime = settings.WORKER_HEARTBEAT_SECONDS * HEARTBEAT_LIFETIME_BEATS
+    pipeline = redis_client().pipeline(transaction=False)
+    pipeline.zadd(LIVE_GPU_WORKERS_KEY, {worker_hostname: now})
+    pipeline.zremrangebyscore(LIVE_GPU_WORKERS_KEY, "-inf", now - lifetime)
     pipeline.execute()

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import redis
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -21,6 +22,7 @@ from jobs.models import FailureCode, GenerationJob, JobImage, JobStatus
 from jobs.services.finish import job_fail
 from jobs.services.liveness import HEARTBEAT_WATCHED_SINCE_KEY, heartbeat_key
 from jobs.services.submit import wake_gpu_worker
+from jobs.services.thumbnail import thumbnail_name
 from jobs.services.transition import JobId, transition_job
 
 logger = logging.getLogger(__name__)
@@ -148,6 +150,7 @@ def delete_expired_results() -> int:
         still_used = set(JobImage.objects.filter(file__in=names).values_list("file", flat=True))
         for image in images:
             if image.file.name not in still_used:
+                default_storage.delete(thumbnail_name(image))
                 image.file.delete(save=False)
                 deleted += 1
         log_event(logger.info, "results_deleted", files=len(images))

@@ -3,15 +3,19 @@ and that the list's query count does not grow with the table."""
 
 from __future__ import annotations
 
+import io
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from PIL import Image
 
 from core.errors import ApplicationError
 from jobs import services
@@ -156,6 +160,37 @@ def test_status_failure_and_date_filters_narrow_the_list(admin_client: Client) -
     )
 
     assert [job.pk for job in listing.context["cl"].result_list] == [oom_today.pk]
+
+
+def png(width: int, height: int) -> ContentFile[bytes]:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "teal").save(buffer, format="PNG")
+    return ContentFile(buffer.getvalue(), name="result.png")
+
+
+def test_job_list_shows_a_lazy_thumbnail_of_completed_jobs_made_once_from_storage(
+    admin_client: Client,
+) -> None:
+    image = JobImageFactory(
+        job=GenerationJobFactory(completed=True, width=512, height=256), file=png(512, 256)
+    )
+    queued = GenerationJobFactory()
+    thumbnail_url = reverse("admin:jobs_generationjob_thumbnail", args=[image.job.pk])
+
+    page = admin_client.get(CHANGELIST).content.decode()
+    first = admin_client.get(thumbnail_url)
+    again = admin_client.get(thumbnail_url)
+
+    assert f'<img src="{thumbnail_url}" loading="lazy"' in page
+    assert reverse("admin:jobs_generationjob_thumbnail", args=[queued.pk]) not in page
+    assert first["Content-Type"] == "image/png"
+    with Image.open(io.BytesIO(first.content)) as thumbnail:
+        assert thumbnail.size == (services.THUMBNAIL_PIXELS, services.THUMBNAIL_PIXELS // 2)
+    assert default_storage.exists(services.thumbnail_name(image))
+    assert again.content == first.content
+    assert (
+        admin_client.get(reverse("admin:jobs_generationjob_thumbnail", args=[queued.pk])).status_code == 404
+    )
 
 
 def test_job_page_shows_thumbnail_parameters_timings_and_failure_and_cannot_be_edited(

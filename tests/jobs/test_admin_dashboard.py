@@ -139,3 +139,43 @@ def test_dashboard_lists_the_live_gpu_worker(admin_client: Client, gpu_worker: W
     html = admin_client.get(DASHBOARD, headers={"HX-Request": "true"}).content.decode()
 
     assert gpu_worker.hostname in html
+
+
+def chart_values(page: str, chart_id: str) -> dict[str, list[int]]:
+    """``{series: [value per 5-minute bucket, oldest first]}`` read back from a chart's SVG."""
+    svg = re.search(rf'<svg id="{chart_id}".*?</svg>', page, flags=re.DOTALL)
+    assert svg is not None, chart_id
+    series: dict[str, list[int]] = {}
+    for name, value in re.findall(r'<rect [^>]*data-series="([^"]+)"[^>]*data-value="(\d+)"', svg.group(0)):
+        series.setdefault(name, []).append(int(value))
+    return series
+
+
+def test_dashboard_charts_the_last_hour_from_the_jobs_timestamps(admin_client: Client) -> None:
+    now = timezone.now()
+    # Waited from 42 to 17 minutes ago, then ran until 7 minutes ago.
+    waited_then_ran = GenerationJobFactory(
+        completed=True, started_at=now - timedelta(minutes=17), finished_at=now - timedelta(minutes=7)
+    )
+    GenerationJob.objects.filter(pk=waited_then_ran.pk).update(created_at=now - timedelta(minutes=42))
+    for _ in range(2):
+        finished(timedelta(minutes=7), run_seconds=1)
+    waiting = GenerationJobFactory()
+    GenerationJob.objects.filter(pk=waiting.pk).update(created_at=now - timedelta(minutes=32))
+    for _ in range(2):
+        finished(timedelta(minutes=22), run_seconds=1, failure_code=FailureCode.TIMEOUT)
+    finished(timedelta(minutes=7), run_seconds=1, failure_code=FailureCode.OUT_OF_MEMORY)
+    finished(timedelta(minutes=90), run_seconds=1)  # older than the hour: not drawn
+
+    page = admin_client.get(DASHBOARD).content.decode()
+
+    #           buckets ending 55, 50, ... 5 and 0 minutes ago
+    assert chart_values(page, "chart-completed") == {"completed": [0] * 10 + [3, 0]}
+    assert chart_values(page, "chart-queue-depth") == {"queued": [0, 0, 0, 1, 1, 2, 2, 2, 1, 1, 1, 1]}
+    assert chart_values(page, "chart-failures") == {
+        "out_of_memory": [0] * 10 + [1, 0],
+        "timeout": [0] * 7 + [2] + [0] * 4,
+    }
+    # The tallest bar fills the chart: bars are scaled to the chart's own peak.
+    tallest = re.search(r'<svg id="chart-completed".*?height="60.0" fill', page, flags=re.DOTALL)
+    assert tallest is not None
