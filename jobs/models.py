@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from django.db import models
 from django.urls import reverse
@@ -65,6 +66,14 @@ class GenerationJob(models.Model):
     # The key abuse control counted this job under (ratelimit.client_ip.client_network):
     # the address itself for IPv4, its /64 (configurable) for IPv6.
     client_network = models.CharField(max_length=64, blank=True, default="")
+    # Set when submitted with an API key; client_network is then the key's account "key:<prefix>".
+    api_key = models.ForeignKey(
+        "ratelimit.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    # Compute units (jobs.cost) reserved from the caller's budget, and the caller's share of
+    # served compute in the fair queue (jobs.selectors.client_turn_order).
+    cost_units = models.DecimalField(max_digits=13, decimal_places=3, default=Decimal(0))
+    priority_weight = models.FloatField(default=1.0)
     # Webhooks: where to POST the chosen events; checked by webhooks.services.
     webhook_url = models.CharField(max_length=2048, blank=True, default="")
     webhook_events = models.JSONField(default=list, blank=True)

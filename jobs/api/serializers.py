@@ -91,6 +91,9 @@ class JobSerializer(serializers.ModelSerializer):
     image_url = serializers.SerializerMethodField()
     queue = serializers.SerializerMethodField()
     deduplicated = serializers.SerializerMethodField()
+    cost_units = serializers.FloatField(
+        read_only=True, help_text="Compute units this job costs (512x512, 25 steps, 1 image = 1)."
+    )
 
     class Meta:
         model = GenerationJob
@@ -107,6 +110,7 @@ class JobSerializer(serializers.ModelSerializer):
             "seed",
             "scheduler",
             "num_images",
+            "cost_units",
             "progress",
             "queue",
             "deduplicated",

@@ -19,6 +19,7 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from core.logging import log_event
 from jobs import selectors
+from jobs.cost import job_cost_units
 from jobs.errors import (
     idempotency_conflict,
     idempotency_key_invalid,
@@ -31,6 +32,7 @@ from jobs.services.finish import job_finished
 from jobs.services.notify import webhook_event_enqueue
 from jobs.services.transition import JobId
 from jobs.validation import SEED_MAX, JobParameters, normalise_prompt, validate_parameters
+from ratelimit.callers import Caller, anonymous_caller, api_key_caller
 from ratelimit.services import submission_admitted
 from webhooks.models import WebhookEvent
 from webhooks.services import webhook_subscription_clean
@@ -56,6 +58,7 @@ def job_submit(
     webhook_events: Sequence[str] | None = None,
     retry_of: GenerationJob | None = None,
     idempotency_key: str | None = None,
+    caller: Caller | None = None,
 ) -> GenerationJob:
     """Validates and stores the job as ``queued``, waking a GPU worker once it is committed.
 
@@ -76,10 +79,25 @@ def job_submit(
         num_images=num_images,
     )
     validate_parameters(params)
+    cost_units = job_cost_units(
+        width=params.width,
+        height=params.height,
+        steps=params.steps,
+        num_images=params.num_images,
+        guidance_scale=params.guidance_scale,
+        model=settings.GENERATOR_MODEL,
+    )
+    caller = caller or anonymous_caller(client_ip)
     webhook_url, webhook_events = webhook_subscription_clean(url=webhook_url, events=webhook_events)
     webhook = {"webhook_url": webhook_url, "webhook_events": webhook_events}
     # Stored on the job however it is answered; they do not decide the picture.
-    stored = {**webhook, "retry_of": retry_of}
+    stored = {
+        **webhook,
+        "retry_of": retry_of,
+        "api_key_id": caller.api_key_id,
+        "cost_units": cost_units,
+        "priority_weight": caller.policy.weight,
+    }
     request_hash = ""
     if idempotency_key is not None:
         _validate_idempotency_key(idempotency_key)
@@ -91,7 +109,9 @@ def job_submit(
     try:
         # Refuses over-limit clients, else opens the transaction the job is written in. A
         # deduplicated answer costs no GPU time but is a submission all the same.
-        with submission_admitted(client_ip=client_ip, count_active_jobs=_active_job_count) as network:
+        with submission_admitted(
+            caller=caller, cost_units=cost_units, count_active_jobs=_active_job_count
+        ) as network:
             job = _deduplicated_job(params=params, client_ip=client_ip, client_network=network, stored=stored)
             if job is None:
                 job = _queue_job(params=params, client_ip=client_ip, client_network=network, stored=stored)
@@ -110,7 +130,15 @@ def job_submit(
         if replayed is None:
             raise
         return replayed
-    log_event(logger.info, "submitted", job=job.id, client_ip=client_ip, images=job.num_images)
+    log_event(
+        logger.info,
+        "submitted",
+        job=job.id,
+        client_ip=client_ip,
+        account=caller.account,
+        images=job.num_images,
+        cost_units=float(cost_units),
+    )
     return job
 
 
@@ -259,6 +287,8 @@ def job_retry(*, job_id: JobId) -> GenerationJob:
         scheduler=original.scheduler,
         num_images=original.num_images,
         retry_of=original,
+        # A key's job is retried under that key's policy and budget.
+        caller=api_key_caller(original.api_key, client_ip=original.client_ip) if original.api_key else None,
     )
     log_event(logger.info, "retried", job=job.pk, retry_of=original.pk)
     return job
