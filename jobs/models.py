@@ -156,11 +156,13 @@ class JobImage(models.Model):
 class IdempotencyKey(models.Model):
     """An ``Idempotency-Key`` a client sent with a submit, and the job it created.
 
-    The unique constraint per (client, key) is what stops two concurrent submits with one key
-    from creating two jobs; rows older than ``IDEMPOTENCY_TTL_SECONDS`` no longer count.
+    The unique constraints per (client IP, key) for anonymous callers and per (API key, key)
+    are what stop two concurrent submits with one key from creating two jobs; rows older than ``IDEMPOTENCY_TTL_SECONDS`` no longer count.
     """
 
     client_ip = models.GenericIPAddressField()
+    # Set for a key sent with an API key: it is then that key's, whatever the address.
+    api_key = models.ForeignKey("ratelimit.ApiKey", null=True, blank=True, on_delete=models.CASCADE)
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
     job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="idempotency_keys")
@@ -169,7 +171,16 @@ class IdempotencyKey(models.Model):
     class Meta:
         indexes = [models.Index(fields=["created_at"], name="idempotency_created_idx")]
         constraints = [
-            models.UniqueConstraint(fields=["client_ip", "key"], name="idempotency_key_unique_per_client")
+            models.UniqueConstraint(
+                fields=["client_ip", "key"],
+                condition=models.Q(api_key__isnull=True),
+                name="idempotency_key_unique_per_client",
+            ),
+            models.UniqueConstraint(
+                fields=["api_key", "key"],
+                condition=models.Q(api_key__isnull=False),
+                name="idempotency_key_unique_per_api_key",
+            ),
         ]
 
     def __str__(self) -> str:

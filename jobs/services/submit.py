@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -103,7 +103,7 @@ def job_submit(
         _validate_idempotency_key(idempotency_key)
         body = {**asdict(params), **webhook}
         request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-        replayed = _idempotent_replay(client_ip=client_ip, key=idempotency_key, request_hash=request_hash)
+        replayed = _idempotent_replay(caller=caller, key=idempotency_key, request_hash=request_hash)
         if replayed is not None:
             return replayed
     try:
@@ -119,14 +119,18 @@ def job_submit(
                 # Expired keys go here, where keys are written, so no periodic job is needed.
                 IdempotencyKey.objects.filter(created_at__lt=_idempotency_cutoff()).delete()
                 IdempotencyKey.objects.create(
-                    client_ip=client_ip, key=idempotency_key, request_hash=request_hash, job=job
+                    client_ip=client_ip,
+                    api_key_id=caller.api_key_id,
+                    key=idempotency_key,
+                    request_hash=request_hash,
+                    job=job,
                 )
     except IntegrityError:
         # A concurrent submit with the same key won the unique constraint; ours rolled back
         # (its wake-up with it), so answer with the winner's job.
         if idempotency_key is None:
             raise
-        replayed = _idempotent_replay(client_ip=client_ip, key=idempotency_key, request_hash=request_hash)
+        replayed = _idempotent_replay(caller=caller, key=idempotency_key, request_hash=request_hash)
         if replayed is None:
             raise
         return replayed
@@ -151,10 +155,16 @@ def _validate_idempotency_key(key: str) -> None:
         raise idempotency_key_invalid(IDEMPOTENCY_KEY_MAX_LENGTH)
 
 
-def _idempotent_replay(*, client_ip: str, key: str, request_hash: str) -> GenerationJob | None:
-    """The job this client's key created within the TTL, or None; 409 if the body differs."""
+def _idempotent_replay(*, caller: Caller, key: str, request_hash: str) -> GenerationJob | None:
+    """The job this caller's key created within the TTL, or None; 409 if the body differs.
+    Keys are an API key's own (from any address), or an anonymous client IP's: two integrators
+    behind one address never see each other's jobs."""
+    if caller.api_key_id is not None:
+        scope = Q(api_key_id=caller.api_key_id)
+    else:
+        scope = Q(client_ip=caller.client_ip, api_key__isnull=True)
     stored = (
-        IdempotencyKey.objects.filter(client_ip=client_ip, key=key, created_at__gte=_idempotency_cutoff())
+        IdempotencyKey.objects.filter(scope, key=key, created_at__gte=_idempotency_cutoff())
         .select_related("job")
         .first()
     )
@@ -162,7 +172,7 @@ def _idempotent_replay(*, client_ip: str, key: str, request_hash: str) -> Genera
         return None
     if stored.request_hash != request_hash:
         raise idempotency_conflict()
-    log_event(logger.info, "idempotent_replay", job=stored.job_id, client_ip=client_ip)
+    log_event(logger.info, "idempotent_replay", job=stored.job_id, client_ip=caller.client_ip)
     return stored.job
 
 
