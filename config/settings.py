@@ -240,6 +240,21 @@ SUBMIT_RATE = env.str("SUBMIT_RATE", default="8/m")  # django-ratelimit's "count
 SUBMIT_MAX_ACTIVE_JOBS = env.int("SUBMIT_MAX_ACTIVE_JOBS", default=1)  # queued or running, per client
 SUBMIT_DAILY_QUOTA = env.int("SUBMIT_DAILY_QUOTA", default=500)  # accepted jobs per UTC day; 0 = none
 STATUS_POLL_RATE = env.str("STATUS_POLL_RATE", default="600/m")
+# Compute units (docs/api.md: 512x512, 25 steps, 1 image = 1 unit) an anonymous network may
+# spend per UTC day, and the most one of its jobs may cost; 0 = no limit.
+ANON_DAILY_BUDGET_UNITS = env.int("ANON_DAILY_BUDGET_UNITS", default=500)
+ANON_MAX_JOB_UNITS = env.int("ANON_MAX_JOB_UNITS", default=0)
+# Anonymous networks are also limited (rate, daily quota, budget) as the wider networks of
+# these prefix lengths, each level on its own, so one allocation shares one aggregate.
+ANON_AGGREGATE_PREFIXES_V6 = env.list("ANON_AGGREGATE_PREFIXES_V6", cast=int, default=[56, 48])
+ANON_AGGREGATE_PREFIXES_V4 = env.list("ANON_AGGREGATE_PREFIXES_V4", cast=int, default=[])
+# API keys (Authorization: Bearer): the policy of a key that sets none of its own.
+API_KEY_DEFAULT_SUBMIT_RATE = env.str("API_KEY_DEFAULT_SUBMIT_RATE", default="60/m")
+API_KEY_DEFAULT_MAX_ACTIVE_JOBS = env.int("API_KEY_DEFAULT_MAX_ACTIVE_JOBS", default=8)
+API_KEY_DEFAULT_DAILY_BUDGET_UNITS = env.int("API_KEY_DEFAULT_DAILY_BUDGET_UNITS", default=5000)
+API_KEY_DEFAULT_MAX_JOB_UNITS = env.int("API_KEY_DEFAULT_MAX_JOB_UNITS", default=0)
+# Share of GPU compute in the fair queue relative to an anonymous network's 1.
+API_KEY_DEFAULT_WEIGHT = env.float("API_KEY_DEFAULT_WEIGHT", default=1.0)
 
 # --- Integrators' API: bounded queue, dedupe, idempotency, queue ETA, OpenAPI -----------
 # Submits beyond this many queued jobs get 503 queue_full rather than waiting for hours.
@@ -364,7 +379,7 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- REST framework ----------------------------------------------------------------------
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["ratelimit.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "jobs.api.errors.exception_handler",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict
+from decimal import Decimal
 from typing import Any
 
 from django.db import models
@@ -71,6 +72,14 @@ class GenerationJob(models.Model):
     # The key abuse control counted this job under (ratelimit.client_ip.client_network):
     # the address itself for IPv4, its /64 (configurable) for IPv6.
     client_network = models.CharField(max_length=64, blank=True, default="")
+    # Set when submitted with an API key; client_network is then the key's account "key:<prefix>".
+    api_key = models.ForeignKey(
+        "ratelimit.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
+    )
+    # Compute units (jobs.cost) reserved from the caller's budget, and the caller's share of
+    # served compute in the fair queue (jobs.selectors.client_turn_order).
+    cost_units = models.DecimalField(max_digits=13, decimal_places=3, default=Decimal(0))
+    priority_weight = models.FloatField(default=1.0)
     # Webhooks: where to POST the chosen events; checked by webhooks.services.
     webhook_url = models.CharField(max_length=2048, blank=True, default="")
     webhook_events = models.JSONField(default=list, blank=True)
@@ -162,11 +171,13 @@ class JobImage(models.Model):
 class IdempotencyKey(models.Model):
     """An ``Idempotency-Key`` a client sent with a submit, and the job it created.
 
-    The unique constraint per (client, key) is what stops two concurrent submits with one key
-    from creating two jobs; rows older than ``IDEMPOTENCY_TTL_SECONDS`` no longer count.
+    The unique constraints per (client IP, key) for anonymous callers and per (API key, key)
+    are what stop two concurrent submits with one key from creating two jobs; rows older than ``IDEMPOTENCY_TTL_SECONDS`` no longer count.
     """
 
     client_ip = models.GenericIPAddressField()
+    # Set for a key sent with an API key: it is then that key's, whatever the address.
+    api_key = models.ForeignKey("ratelimit.ApiKey", null=True, blank=True, on_delete=models.CASCADE)
     key = models.CharField(max_length=255)
     request_hash = models.CharField(max_length=64)
     job = models.ForeignKey(GenerationJob, on_delete=models.CASCADE, related_name="idempotency_keys")
@@ -175,7 +186,16 @@ class IdempotencyKey(models.Model):
     class Meta:
         indexes = [models.Index(fields=["created_at"], name="idempotency_created_idx")]
         constraints = [
-            models.UniqueConstraint(fields=["client_ip", "key"], name="idempotency_key_unique_per_client")
+            models.UniqueConstraint(
+                fields=["client_ip", "key"],
+                condition=models.Q(api_key__isnull=True),
+                name="idempotency_key_unique_per_client",
+            ),
+            models.UniqueConstraint(
+                fields=["api_key", "key"],
+                condition=models.Q(api_key__isnull=False),
+                name="idempotency_key_unique_per_api_key",
+            ),
         ]
 
     def __str__(self) -> str:

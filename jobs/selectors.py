@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q, QuerySet
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Min, Q, QuerySet, Sum
 from django.utils import timezone
 
 from config.celery import app as celery_app
@@ -25,6 +25,9 @@ from jobs.models import ACTIVE_STATUSES, FailureCode, GenerationJob, JobStatus
 HEARTBEAT_LIFETIME_BEATS = 3
 # GPU worker hostname -> Unix time of its last liveness beat, busy or idle.
 LIVE_GPU_WORKERS_KEY = "jobs:gpu-workers"
+# How far back served compute counts in the weighted fair order: long enough to even out
+# bursts, short enough that yesterday's heavy use does not hold a caller back today.
+FAIR_SHARE_WINDOW = timedelta(hours=1)
 
 
 def job_get(*, job_id: str | uuid.UUID) -> GenerationJob:
@@ -85,35 +88,44 @@ def queue_throughput() -> Throughput:
 
 
 def client_turn_order() -> list[str]:
-    """Client networks with queued jobs, in the order the workers serve them (docs/queue.md).
+    """Accounts with queued jobs, in the order the workers serve them (docs/queue.md).
 
-    A client is its ``client_network`` (its IPv4 address, or its IPv6 /64), so a host cannot
-    take several turns by rotating through the addresses it holds.
+    An account is a job's ``client_network``: an API key's "key:<prefix>", or an anonymous
+    client's IPv4 address or IPv6 /64, so a host cannot take several turns by rotating through
+    the addresses it holds.
 
-    Never-served clients first, then the least recently served; ties go to the client whose
-    oldest queued job is oldest. Deduplicated jobs used no GPU time and do not count.
+    Weighted fair: the account with the least compute served in the last
+    ``FAIR_SHARE_WINDOW`` per unit of its weight goes first; ties go to the never served,
+    then the least recently served, then the one whose oldest queued job is oldest.
+    Deduplicated jobs used no GPU time and do not count.
     """
     queued = GenerationJob.objects.filter(status=JobStatus.QUEUED).order_by()
-    oldest = dict(
-        queued.values("client_network")
-        .annotate(oldest=Min("created_at"))
-        .values_list("client_network", "oldest")
-    )
+    waiting = {
+        network: (oldest, weight)
+        for network, oldest, weight in queued.values("client_network")
+        .annotate(oldest=Min("created_at"), weight=Max("priority_weight"))
+        .values_list("client_network", "oldest", "weight")
+    }
+    served = GenerationJob.objects.filter(
+        client_network__in=list(waiting), started_at__isnull=False, deduplicated_from__isnull=True
+    ).order_by()
     last_served = dict(
-        GenerationJob.objects.filter(
-            client_network__in=list(oldest), started_at__isnull=False, deduplicated_from__isnull=True
-        )
-        .order_by()
+        served.values("client_network").annotate(last=Max("started_at")).values_list("client_network", "last")
+    )
+    served_units = dict(
+        served.filter(started_at__gte=timezone.now() - FAIR_SHARE_WINDOW)
         .values("client_network")
-        .annotate(last=Max("started_at"))
-        .values_list("client_network", "last")
+        .annotate(units=Sum("cost_units"))
+        .values_list("client_network", "units")
     )
 
-    def turn(network: str) -> tuple[bool, datetime, datetime]:
-        served = last_served.get(network)
-        return (served is not None, served or oldest[network], oldest[network])
+    def turn(network: str) -> tuple[float, bool, datetime, datetime]:
+        oldest, weight = waiting[network]
+        last = last_served.get(network)
+        share = float(served_units.get(network) or 0) / weight
+        return (share, last is not None, last or oldest, oldest)
 
-    return sorted(oldest, key=turn)
+    return sorted(waiting, key=turn)
 
 
 def job_queue_position(*, job: GenerationJob) -> int | None:

@@ -1,4 +1,4 @@
-"""Operators' abuse control in the Django admin: the blocklist and the per-IP usage page."""
+"""Operators' abuse control in the Django admin: the blocklist, API keys and the usage page."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from django.views.decorators.http import require_POST
 from config.admin import ReadOnlyModelAdmin
 from core.errors import ApplicationError
 from ratelimit import services
-from ratelimit.models import BlockedNetwork, ClientUsage
-from ratelimit.selectors import usage_period_start, usage_top_networks
+from ratelimit.models import ApiKey, BlockedNetwork, ClientUsage
+from ratelimit.selectors import usage_of_account, usage_period_start, usage_top_networks
 
 USAGE_PERIODS = {"today": "Today", "week": "Last 7 days"}
 
@@ -25,6 +25,69 @@ USAGE_PERIODS = {"today": "Today", "week": "Last 7 days"}
 class BlockedNetworkAdmin(admin.ModelAdmin):
     list_display = ("network", "reason", "created_at")
     search_fields = ("network", "reason")
+
+
+API_KEY_POLICY_FIELDS = ("submit_rate", "max_active_jobs", "daily_budget_units", "max_job_units", "weight")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Keys are made, rotated and revoked through ratelimit.services; the plain key is shown
+    once, in a message, and never stored."""
+
+    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    search_fields = ("name", "prefix")
+    fields = (
+        "name",
+        *API_KEY_POLICY_FIELDS,
+        "prefix",
+        "created_at",
+        "rotated_at",
+        "revoked_at",
+        "last_used_at",
+        "usage_this_week",
+    )
+    readonly_fields = ("prefix", "created_at", "rotated_at", "revoked_at", "last_used_at", "usage_this_week")
+    actions = ("rotate_keys", "revoke_keys")
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        # Revoke instead: the key's jobs and usage keep pointing at it.
+        return False
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        created, plain = services.api_key_create(
+            name=obj.name, **{name: getattr(obj, name) for name in API_KEY_POLICY_FIELDS}
+        )
+        obj.pk = created.pk
+        obj.refresh_from_db()
+        messages.warning(request, f"The key {obj.name!r}, shown only this once: {plain}")
+
+    @admin.display(description="Usage, last 7 days")
+    def usage_this_week(self, obj: ApiKey) -> str:
+        if obj.pk is None:
+            return "—"
+        usage = usage_of_account(account=obj.account, since=usage_period_start(period="week"))
+        failures = ", ".join(f"{code} {count}" for code, count in usage.failures.items()) or "none"
+        return (
+            f"{usage.submitted} jobs, {usage.completed} completed, {usage.cost_units:.2f} compute units, "
+            f"{usage.gpu_seconds:.1f} GPU seconds; failures: {failures}; refused: {usage.refused}"
+        )
+
+    @admin.action(description="Rotate the selected keys (new secrets, shown once)")
+    def rotate_keys(self, request: HttpRequest, queryset: Any) -> None:
+        for api_key in queryset:
+            plain = services.api_key_rotate(api_key=api_key)
+            messages.warning(request, f"The new key of {api_key.name!r}, shown only this once: {plain}")
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke_keys(self, request: HttpRequest, queryset: Any) -> None:
+        for api_key in queryset:
+            services.api_key_revoke(api_key=api_key)
+        messages.success(request, f"Revoked {queryset.count()} key(s).")
 
 
 @admin.register(ClientUsage)
@@ -61,6 +124,7 @@ class ClientUsageAdmin(ReadOnlyModelAdmin):
             "tables": [
                 ("Most jobs", usage_top_networks(since=since, order_by="submitted")),
                 ("Most GPU seconds", usage_top_networks(since=since, order_by="gpu_seconds")),
+                ("Most compute units", usage_top_networks(since=since, order_by="cost_units")),
                 ("Most refused requests", usage_top_networks(since=since, order_by="refused")),
             ],
             "can_block": request.user.has_perm("ratelimit.add_blockednetwork"),

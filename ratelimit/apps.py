@@ -28,7 +28,12 @@ def settings_problems() -> list[str]:
             problems.append(f"CLIENT_IP_TRUSTED_PROXIES: {cidr!r} is not a CIDR")
     if not 1 <= settings.CLIENT_IP_IPV6_PREFIX <= 128 or settings.CLIENT_IP_TRUSTED_PROXY_COUNT < 0:
         problems.append("CLIENT_IP_IPV6_PREFIX must be 1-128, CLIENT_IP_TRUSTED_PROXY_COUNT >= 0")
-    for name in ("SUBMIT_RATE", "STATUS_POLL_RATE"):
+    for name, top in (("ANON_AGGREGATE_PREFIXES_V6", 128), ("ANON_AGGREGATE_PREFIXES_V4", 32)):
+        if any(not 1 <= prefix <= top for prefix in getattr(settings, name)):
+            problems.append(f"{name} must list prefix lengths of 1-{top}")
+    if settings.API_KEY_DEFAULT_WEIGHT <= 0:
+        problems.append("API_KEY_DEFAULT_WEIGHT must be above 0")
+    for name in ("SUBMIT_RATE", "STATUS_POLL_RATE", "API_KEY_DEFAULT_SUBMIT_RATE"):
         if not re.fullmatch(r"[1-9][0-9]*/[0-9]*[smhd]", getattr(settings, name)):
             problems.append(f"{name} must look like 8/m or 100/10s, not {getattr(settings, name)!r}")
     return problems

@@ -1,11 +1,16 @@
-"""Abuse control records: the operators' blocklist and per-client-network usage."""
+"""Abuse control records: the operators' blocklist, API keys and per-caller usage."""
 
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
 from django.db import models
 
 from ratelimit.client_ip import normalise_network
+
+# Usage rows and jobs of an API key are counted under "key:<prefix>" instead of a network.
+API_KEY_ACCOUNT_PREFIX = "key:"
+MILLIUNITS_PER_UNIT = 1000
 
 
 class BlockedNetwork(models.Model):
@@ -45,7 +50,7 @@ class ClientNetwork(models.Model):
 
 
 class ClientUsage(models.Model):
-    """What one client network did on one UTC day. Written when a job is accepted and when
+    """What one client network, or one API key (``ApiKey.account``), did on one UTC day. Written when a job is accepted and when
     it finishes, never on status polls; refused requests are counted in Redis instead
     (``ratelimit.services``), so a flood of them costs the database nothing."""
 
@@ -62,6 +67,9 @@ class ClientUsage(models.Model):
     # Run time (started to finished) of completed and failed jobs. Jobs batched into one
     # pipeline call each count the whole call, so this can exceed wall-clock GPU time.
     gpu_seconds = models.FloatField(default=0.0)
+    # Compute units of the jobs accepted that day, in thousandths, reserved at submit
+    # (ratelimit.services). Integers, so that sums and the budget check are exact in SQLite too.
+    cost_milliunits = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         ordering = ("-day", "network")
@@ -72,3 +80,46 @@ class ClientUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.network} on {self.day}"
+
+
+class ApiKey(models.Model):
+    """An integrator's key: ``ig_<prefix>_<secret>``, of which only the prefix and a SHA-256 of
+    the whole key are stored. Policy fields left empty take the ``API_KEY_DEFAULT_*`` settings."""
+
+    name = models.CharField(max_length=255, help_text="Who the key belongs to, for operators.")
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    secret_hash = models.CharField(max_length=64, editable=False)
+    submit_rate = models.CharField(
+        max_length=32,
+        blank=True,
+        default="",
+        validators=[RegexValidator(r"^[1-9][0-9]*/[0-9]*[smhd]$", "Write a rate as 60/m or 100/10s.")],
+        help_text="e.g. 60/m or 100/10s",
+    )
+    max_active_jobs = models.PositiveIntegerField(null=True, blank=True)
+    daily_budget_units = models.PositiveIntegerField(null=True, blank=True, help_text="0 = no budget.")
+    max_job_units = models.PositiveIntegerField(null=True, blank=True, help_text="0 = no cap.")
+    weight = models.FloatField(null=True, blank=True, help_text="Share in the fair queue; anonymous = 1.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ("-created_at",)
+        verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(weight__isnull=True) | models.Q(weight__gt=0),
+                name="api_key_weight_positive",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} (ig_{self.prefix}_…)"
+
+    @property
+    def account(self) -> str:
+        """What its limits, usage and turns in the queue are counted under."""
+        return f"{API_KEY_ACCOUNT_PREFIX}{self.prefix}"

@@ -1,4 +1,4 @@
-"""Every read of abuse control: per-client-network usage for operators, the blocklist."""
+"""Every read of abuse control: per-caller usage for operators, the blocklist."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, Literal
 
 from django.core.cache import cache
@@ -15,13 +16,25 @@ from django.utils import timezone
 
 from core.redis import redis_client
 from ratelimit.client_ip import parse_ip
-from ratelimit.models import BlockedNetwork, ClientNetwork, ClientUsage
+from ratelimit.models import (
+    API_KEY_ACCOUNT_PREFIX,
+    MILLIUNITS_PER_UNIT,
+    BlockedNetwork,
+    ClientNetwork,
+    ClientUsage,
+)
 
 FAILURE_CATEGORIES = ("invalid_prompt", "timeout", "out_of_memory", "inference_error", "worker_lost", "other")
 # Failure category -> ClientUsage column.
 FAILURE_COLUMNS = {category: f"failed_{category}" for category in FAILURE_CATEGORIES}
-UsageOrder = Literal["submitted", "gpu_seconds", "refused"]
-REFUSAL_KINDS = ("rate_limited", "too_many_active_jobs", "daily_quota_exceeded", "blocked")
+UsageOrder = Literal["submitted", "gpu_seconds", "cost_units", "refused"]
+REFUSAL_KINDS = (
+    "rate_limited",
+    "too_many_active_jobs",
+    "daily_quota_exceeded",
+    "daily_budget_exceeded",
+    "blocked",
+)
 
 
 @dataclass
@@ -30,11 +43,16 @@ class NetworkUsage:
     submitted: int = 0
     completed: int = 0
     gpu_seconds: float = 0.0
+    cost_units: Decimal = Decimal(0)
     failures: dict[str, int] = field(default_factory=dict)  # category -> count, non-zero only
     refusals: dict[str, int] = field(default_factory=dict)  # REFUSAL_KINDS -> count, non-zero only
     first_seen: datetime | None = None
     last_seen: datetime | None = None
     blocked_by: list[str] = field(default_factory=list)  # blocklist entries that cover it
+
+    @property
+    def is_api_key(self) -> bool:
+        return self.network.startswith(API_KEY_ACCOUNT_PREFIX)
 
     @property
     def failed(self) -> int:
@@ -77,8 +95,18 @@ def usage_top_networks(*, since: date, order_by: UsageOrder, limit: int = 50) ->
     return list(ordered.values())
 
 
+def usage_of_account(*, account: str, since: date) -> NetworkUsage:
+    """One caller's usage (a client network or an API key's account) since ``since``."""
+    usage = _usage_rows(since=since, networks=[account]).get(account, NetworkUsage(network=account))
+    usage.refusals = _refusals_since(since=since).get(account, {})
+    return usage
+
+
 def blocking_entries(*, network: str, blocklist: Collection[str]) -> list[str]:
-    """The blocklist entries that cover all of ``network`` (an address or a CIDR)."""
+    """The blocklist entries that cover all of ``network`` (an address or a CIDR; none for an
+    API key's account)."""
+    if network.startswith(API_KEY_ACCOUNT_PREFIX):
+        return []
     address = parse_ip(network)
     subject = ipaddress.ip_network(address if address is not None else network, strict=False)
     covering = []
@@ -103,10 +131,12 @@ def _usage_rows(
         total_submitted=Sum("submitted"),
         total_completed=Sum("completed"),
         total_gpu_seconds=Sum("gpu_seconds"),
+        total_cost_milliunits=Sum("cost_milliunits"),
         **{f"total_{column}": Sum(column) for column in FAILURE_COLUMNS.values()},
     )
     if order_by is not None:
-        sums = sums.order_by(f"-total_{order_by}", "network")
+        column = "cost_milliunits" if order_by == "cost_units" else order_by
+        sums = sums.order_by(f"-total_{column}", "network")
     if limit is not None:
         sums = sums[:limit]
     return {row["network"]: _network_usage(row) for row in sums}
@@ -118,6 +148,7 @@ def _network_usage(row: Mapping[str, Any]) -> NetworkUsage:
         submitted=row["total_submitted"],
         completed=row["total_completed"],
         gpu_seconds=row["total_gpu_seconds"],
+        cost_units=Decimal(row["total_cost_milliunits"]) / MILLIUNITS_PER_UNIT,
         failures={
             category: row[f"total_{column}"]
             for category, column in FAILURE_COLUMNS.items()

@@ -7,11 +7,16 @@ across web processes and restarts.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import ipaddress
 import logging
+import re
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any, NoReturn
 
 from django.conf import settings
@@ -23,8 +28,9 @@ from core.errors import ApplicationError
 from core.logging import log_event
 from core.redis import redis_client
 from ops.metrics import record_rate_limit_hit
+from ratelimit.callers import Caller, CallerPolicy
 from ratelimit.client_ip import client_network, normalise_network, parse_ip
-from ratelimit.models import BlockedNetwork, ClientNetwork, ClientUsage
+from ratelimit.models import MILLIUNITS_PER_UNIT, ApiKey, BlockedNetwork, ClientNetwork, ClientUsage
 from ratelimit.selectors import refusal_counter_key
 
 logger = logging.getLogger(__name__)
@@ -35,37 +41,57 @@ STATUS_POLL_GROUP = "job-status"
 REFUSAL_COUNTER_TTL_SECONDS = 8 * 24 * 3600
 # Only a hint: when the job finishes is unknown here; its status URL says exactly.
 ACTIVE_JOB_RETRY_AFTER_SECONDS = 5
+API_KEY_PREFIX_BYTES = 4
+API_KEY_SECRET_BYTES = 32
+API_KEY_PATTERN = re.compile(r"ig_(?P<prefix>[0-9a-f]{8})_[A-Za-z0-9_-]{43}")
+# last_used_at is for support, not audit: one write a minute per key is precise enough.
+API_KEY_LAST_USED_RESOLUTION_SECONDS = 60
 
 
 @contextmanager
 def submission_admitted(
     *,
-    client_ip: str,
+    caller: Caller,
+    cost_units: Decimal,
     count_active_jobs: Callable[[str], int],
     check_after_limits: Callable[[], None] | None = None,
 ) -> Iterator[str]:
-    """Refuses a submission that breaks a limit (an ``ApplicationError``), else opens the transaction
-    the job must be written in and yields the client network to store on it.
-    ``count_active_jobs(network)`` is the caller's count of that network's queued or running jobs.
-    ``check_after_limits`` runs once the blocklist and rate limit let the client through, before
-    the transaction: a slow check (a webhook host's name lookup) that a refused client never
+    """Refuses a submission that breaks a limit of ``caller`` (an ``ApplicationError``), else
+    opens the transaction the job must be written in and yields the account to store on it.
+    ``count_active_jobs(account)`` is the caller's count of that account's queued or running jobs.
+    ``check_after_limits`` runs once the blocklist and rate limit let the caller through, before
+    the transaction: a slow check (a webhook host's name lookup) that a refused caller never
     reaches and that holds no lock while it waits.
 
-    The active-job and daily-quota checks run in that same transaction after locking the
-    network's ``ClientNetwork`` row, so two concurrent submits from one network are admitted
-    one after the other and cannot both slip through (PostgreSQL: the UPDATE's row lock;
-    SQLite: IMMEDIATE transactions serialise writers anyway).
+    The active-job check runs in that same transaction after locking the account's
+    ``ClientNetwork`` row, so two concurrent submits of one caller are admitted one after the
+    other (PostgreSQL: the UPDATE's row lock; SQLite: IMMEDIATE transactions serialise writers).
+    The daily budget is reserved by a conditional UPDATE of the day's usage row, so concurrent
+    submits can never spend more than it, whatever the interleaving.
     """
-    network = client_network(client_ip)
-    _refuse_if_blocked(client_ip=client_ip, network=network)
-    _refuse_if_over_rate(network=network)
+    policy = caller.policy
+    if policy.max_job_units and cost_units > policy.max_job_units:
+        raise ApplicationError(
+            code="job_too_expensive",
+            message=(
+                f"This job costs {cost_units} compute units; the most one job may cost is "
+                f"{policy.max_job_units}. Ask for fewer pixels, steps or images."
+            ),
+            extra={"cost_units": float(cost_units), "max_job_units": policy.max_job_units},
+        )
+    _refuse_if_blocked(client_ip=caller.client_ip, network=caller.account)
+    for account in (caller.account, *caller.aggregates):
+        _refuse_if_over_rate(network=account, rate=policy.submit_rate)
     if check_after_limits is not None:
         check_after_limits()
     with transaction.atomic():
-        _lock_client_network(network=network)
-        _refuse_if_too_many_active(network=network, count_active_jobs=count_active_jobs)
-        _count_submission(network=network)
-        yield network
+        _lock_client_network(network=caller.account)
+        _refuse_if_too_many_active(
+            network=caller.account, limit=policy.max_active_jobs, count_active_jobs=count_active_jobs
+        )
+        for account in (caller.account, *caller.aggregates):
+            _count_submission(network=account, policy=policy, cost_units=cost_units)
+        yield caller.account
 
 
 def enforce_status_poll_limit(*, client_ip: str) -> None:
@@ -116,6 +142,59 @@ def unblock_ip(*, ip_or_cidr: str) -> bool:
     return bool(deleted)
 
 
+def api_key_create(*, name: str, **policy: Any) -> tuple[ApiKey, str]:
+    """A new key and its plain text, which is shown once and never stored. Raises Django's
+    ValidationError for a policy the model does not accept."""
+    prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
+    plain = _new_plain_key(prefix)
+    api_key = ApiKey(name=name, prefix=prefix, secret_hash=_key_hash(plain), **policy)
+    api_key.full_clean()
+    api_key.save()
+    log_event(logger.info, "api_key_created", api_key=prefix, name=name)
+    return api_key, plain
+
+
+def api_key_rotate(*, api_key: ApiKey) -> str:
+    """A new secret for the key, which keeps its prefix, policy and usage; the old one stops working."""
+    plain = _new_plain_key(api_key.prefix)
+    api_key.secret_hash, api_key.rotated_at = _key_hash(plain), timezone.now()
+    api_key.save(update_fields=["secret_hash", "rotated_at", "updated_at"])
+    log_event(logger.info, "api_key_rotated", api_key=api_key.prefix)
+    return plain
+
+
+def api_key_revoke(*, api_key: ApiKey) -> None:
+    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    log_event(logger.info, "api_key_revoked", api_key=api_key.prefix)
+
+
+def api_key_authenticate(*, plain: str) -> ApiKey:
+    """The key ``plain`` names, if it is live; an ``invalid_api_key`` or ``api_key_revoked``
+    ApplicationError otherwise. Records the use at most once a minute per key."""
+    match = API_KEY_PATTERN.fullmatch(plain)
+    api_key = ApiKey.objects.filter(prefix=match["prefix"]).first() if match else None
+    if api_key is None or not hmac.compare_digest(api_key.secret_hash, _key_hash(plain)):
+        raise ApplicationError(code="invalid_api_key", message="The API key is malformed or unknown.")
+    if api_key.revoked_at is not None:
+        raise ApplicationError(code="api_key_revoked", message="This API key was revoked.")
+    now = timezone.now()
+    stale = now - timedelta(seconds=API_KEY_LAST_USED_RESOLUTION_SECONDS)
+    if api_key.last_used_at is None or api_key.last_used_at < stale:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+    return api_key
+
+
+def _new_plain_key(prefix: str) -> str:
+    return f"ig_{prefix}_{secrets.token_urlsafe(API_KEY_SECRET_BYTES)}"
+
+
+def _key_hash(plain: str) -> str:
+    # A fast hash is enough: the secret has 256 random bits, so there is nothing to brute-force,
+    # and a slow hash would cost every API request its time.
+    return hashlib.sha256(plain.encode()).hexdigest()
+
+
 def _normalised_or_error(ip_or_cidr: str) -> str:
     try:
         return normalise_network(ip_or_cidr)
@@ -132,8 +211,8 @@ def _refuse_if_blocked(*, client_ip: str, network: str) -> None:
             _refuse(code="blocked", network=network, message="This address may not submit jobs.")
 
 
-def _refuse_if_over_rate(*, network: str) -> None:
-    retry_after = _rate_limit_hit(group=SUBMIT_GROUP, rate=settings.SUBMIT_RATE, network=network)
+def _refuse_if_over_rate(*, network: str, rate: str) -> None:
+    retry_after = _rate_limit_hit(group=SUBMIT_GROUP, rate=rate, network=network)
     if retry_after is not None:
         _refuse(
             code="rate_limited",
@@ -167,8 +246,7 @@ def _lock_client_network(*, network: str) -> None:
     )
 
 
-def _refuse_if_too_many_active(*, network: str, count_active_jobs: Callable[[str], int]) -> None:
-    limit = settings.SUBMIT_MAX_ACTIVE_JOBS
+def _refuse_if_too_many_active(*, network: str, limit: int, count_active_jobs: Callable[[str], int]) -> None:
     if not limit:
         return
     active = count_active_jobs(network)
@@ -181,22 +259,44 @@ def _refuse_if_too_many_active(*, network: str, count_active_jobs: Callable[[str
         )
 
 
-def _count_submission(*, network: str) -> None:
+def _count_submission(*, network: str, policy: CallerPolicy, cost_units: Decimal) -> None:
+    """Counts the job and reserves its cost in the day's usage row, only while the quota and the
+    budget hold: the conditions and the write are one UPDATE, exact under concurrency."""
     today = timezone.now().date()
-    quota = settings.SUBMIT_DAILY_QUOTA
+    quota, budget = policy.daily_quota_jobs, policy.daily_budget_units
+    milliunits = int(cost_units * MILLIUNITS_PER_UNIT)
+    ClientUsage.objects.bulk_create([ClientUsage(network=network, day=today)], ignore_conflicts=True)
+    rows = ClientUsage.objects.filter(network=network, day=today)
+    within_limits = rows
     if quota:
-        submitted = (
-            ClientUsage.objects.filter(network=network, day=today).values_list("submitted", flat=True).first()
+        within_limits = within_limits.filter(submitted__lt=quota)
+    if budget:
+        within_limits = within_limits.filter(cost_milliunits__lte=budget * MILLIUNITS_PER_UNIT - milliunits)
+    if within_limits.update(
+        submitted=models.F("submitted") + 1, cost_milliunits=models.F("cost_milliunits") + milliunits
+    ):
+        return
+    if quota and (rows.values_list("submitted", flat=True).first() or 0) >= quota:
+        _refuse(
+            code="daily_quota_exceeded",
+            network=network,
+            message=f"The daily quota of {quota} jobs is used up: it resets at midnight UTC.",
+            retry_after=_seconds_to_midnight(today),
         )
-        if (submitted or 0) >= quota:
-            tomorrow = datetime.combine(today + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
-            _refuse(
-                code="daily_quota_exceeded",
-                network=network,
-                message=f"The daily quota of {quota} jobs is used up: it resets at midnight UTC.",
-                retry_after=max(1, int((tomorrow - timezone.now()).total_seconds())),
-            )
-    _bump_usage(network=network, day=today, submitted=models.F("submitted") + 1)
+    _refuse(
+        code="daily_budget_exceeded",
+        network=network,
+        message=(
+            f"The daily budget of {budget} compute units has no room for this job "
+            f"({cost_units} units): it resets at midnight UTC."
+        ),
+        retry_after=_seconds_to_midnight(today),
+    )
+
+
+def _seconds_to_midnight(today: date) -> int:
+    tomorrow = datetime.combine(today + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    return max(1, int((tomorrow - timezone.now()).total_seconds()))
 
 
 def _bump_usage(*, network: str, day: date, **changes: Any) -> None:

@@ -112,6 +112,9 @@ class JobSerializer(serializers.ModelSerializer):
     image_url = serializers.SerializerMethodField()
     queue = serializers.SerializerMethodField()
     deduplicated = serializers.SerializerMethodField()
+    cost_units = serializers.FloatField(
+        read_only=True, help_text="Compute units this job costs (512x512, 25 steps, 1 image = 1)."
+    )
 
     class Meta:
         model = GenerationJob
@@ -120,6 +123,7 @@ class JobSerializer(serializers.ModelSerializer):
             "status",
             "status_url",
             *PARAMETER_NAMES,
+            "cost_units",
             "progress",
             "queue",
             "deduplicated",

@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from jobs import selectors, services
 from jobs.api.serializers import ErrorSerializer, JobSerializer, JobSubmitInputSerializer
+from ratelimit.authentication import request_caller
 from ratelimit.client_ip import client_ip
 from ratelimit.services import enforce_status_poll_limit
 
@@ -41,6 +42,9 @@ RETRY_AFTER = response_header(
     "Retry-After", "Seconds to wait before trying again.", statuses=[429, 503], schema=OpenApiTypes.INT
 )
 NOT_FOUND = error_response("`not_found`: no job has this id.")
+UNAUTHORIZED = error_response(
+    "`invalid_api_key` (malformed or unknown) or `api_key_revoked`; never answered as anonymous."
+)
 
 
 def status_etag(body: dict[str, Any]) -> str:
@@ -86,13 +90,16 @@ class JobListView(APIView):
                 "`validation_error` (with `fields`; field codes: required, invalid, prompt_empty, "
                 "prompt_too_long, size_not_multiple_of_8, size_out_of_range, steps_out_of_range, "
                 "guidance_out_of_range, seed_out_of_range, scheduler_unknown, num_images_out_of_range, "
-                "webhook_event_unknown, webhook_url_too_long), `webhook_url_forbidden`, "
+                "webhook_event_unknown, webhook_url_too_long, cost_out_of_range), `webhook_url_forbidden`, "
+                "`job_too_expensive` (with `cost_units` and `max_job_units`), "
                 "`idempotency_key_invalid` or `parse_error`."
             ),
+            401: UNAUTHORIZED,
             403: error_response("`blocked`: this address may not submit jobs."),
             409: error_response("`idempotency_conflict`: the key was used with a different body."),
             429: error_response(
-                "`rate_limited`, `too_many_active_jobs` or `daily_quota_exceeded`; "
+                "`rate_limited`, `too_many_active_jobs`, `daily_quota_exceeded` or "
+                "`daily_budget_exceeded` (compute units; `Retry-After` is the budget's reset); "
                 "retry after `Retry-After` seconds."
             ),
             415: error_response("`unsupported_media_type`: send `application/json`."),
@@ -102,8 +109,10 @@ class JobListView(APIView):
     def post(self, request: Request) -> Response:
         serializer = JobSubmitInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        caller = request_caller(request)
         job = services.job_submit(
-            client_ip=client_ip(request),
+            client_ip=caller.client_ip,
+            caller=caller,
             idempotency_key=request.headers.get("Idempotency-Key"),
             **serializer.validated_data,
         )
@@ -131,6 +140,7 @@ class JobDetailView(APIView):
         responses={
             200: JobSerializer,
             304: OpenApiResponse(description="Not modified since the ETag sent in `If-None-Match`."),
+            401: UNAUTHORIZED,
             404: NOT_FOUND,
             429: error_response("`rate_limited`: too many status reads; retry after `Retry-After` seconds."),
         },
@@ -154,6 +164,7 @@ class JobCancelView(APIView):
         parameters=[JOB_ID],
         responses={
             200: JobSerializer,
+            401: UNAUTHORIZED,
             404: NOT_FOUND,
             409: error_response("`job_already_finished`: the job is completed, failed or cancelled."),
         },

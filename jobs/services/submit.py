@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
@@ -23,6 +23,7 @@ from core.logging import log_event
 from generator import GenerationParameters
 from generator.parameters import SEED_MAX
 from jobs import selectors
+from jobs.cost import job_cost_units
 from jobs.errors import (
     idempotency_conflict,
     idempotency_key_invalid,
@@ -35,6 +36,7 @@ from jobs.services.finish import job_finished
 from jobs.services.notify import webhook_event_enqueue
 from jobs.services.transition import JobId
 from jobs.validation import submitted_parameters, validate_parameters
+from ratelimit.callers import Caller, anonymous_caller, api_key_caller
 from ratelimit.services import submission_admitted
 from webhooks.models import WebhookEvent
 from webhooks.services import webhook_destination_check, webhook_subscription_clean
@@ -51,6 +53,7 @@ def job_submit(
     webhook_events: Sequence[str] | None = None,
     retry_of: GenerationJob | None = None,
     idempotency_key: str | None = None,
+    caller: Caller | None = None,
     **parameters: Any,
 ) -> GenerationJob:
     """Validates and stores the job as ``queued``, waking a GPU worker once it is committed.
@@ -63,23 +66,39 @@ def job_submit(
     """
     params = submitted_parameters(parameters)
     validate_parameters(params)
+    cost_units = job_cost_units(
+        width=params.width,
+        height=params.height,
+        steps=params.steps,
+        num_images=params.num_images,
+        guidance_scale=params.guidance_scale,
+        model=settings.GENERATOR_MODEL,
+    )
+    caller = caller or anonymous_caller(client_ip)
     webhook_url, webhook_events = webhook_subscription_clean(url=webhook_url, events=webhook_events)
     webhook = {"webhook_url": webhook_url, "webhook_events": webhook_events}
     # Stored on the job however it is answered; they do not decide the picture.
-    stored = {**webhook, "retry_of": retry_of}
+    stored = {
+        **webhook,
+        "retry_of": retry_of,
+        "api_key_id": caller.api_key_id,
+        "cost_units": cost_units,
+        "priority_weight": caller.policy.weight,
+    }
     request_hash = ""
     if idempotency_key is not None:
         _validate_idempotency_key(idempotency_key)
         body = {**asdict(params), **webhook}
         request_hash = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-        replayed = _idempotent_replay(client_ip=client_ip, key=idempotency_key, request_hash=request_hash)
+        replayed = _idempotent_replay(caller=caller, key=idempotency_key, request_hash=request_hash)
         if replayed is not None:
             return replayed
     try:
         # Refuses over-limit clients, else opens the transaction the job is written in. A
         # deduplicated answer costs no GPU time but is a submission all the same.
         with submission_admitted(
-            client_ip=client_ip,
+            caller=caller,
+            cost_units=cost_units,
             count_active_jobs=_active_job_count,
             check_after_limits=partial(webhook_destination_check, url=webhook_url) if webhook_url else None,
         ) as network:
@@ -90,18 +109,30 @@ def job_submit(
                 # Expired keys go here, where keys are written, so no periodic job is needed.
                 IdempotencyKey.objects.filter(created_at__lt=_idempotency_cutoff()).delete()
                 IdempotencyKey.objects.create(
-                    client_ip=client_ip, key=idempotency_key, request_hash=request_hash, job=job
+                    client_ip=client_ip,
+                    api_key_id=caller.api_key_id,
+                    key=idempotency_key,
+                    request_hash=request_hash,
+                    job=job,
                 )
     except IntegrityError:
         # A concurrent submit with the same key won the unique constraint; ours rolled back
         # (its wake-up with it), so answer with the winner's job.
         if idempotency_key is None:
             raise
-        replayed = _idempotent_replay(client_ip=client_ip, key=idempotency_key, request_hash=request_hash)
+        replayed = _idempotent_replay(caller=caller, key=idempotency_key, request_hash=request_hash)
         if replayed is None:
             raise
         return replayed
-    log_event(logger.info, "submitted", job=job.id, client_ip=client_ip, images=job.num_images)
+    log_event(
+        logger.info,
+        "submitted",
+        job=job.id,
+        client_ip=client_ip,
+        account=caller.account,
+        images=job.num_images,
+        cost_units=float(cost_units),
+    )
     return job
 
 
@@ -114,10 +145,16 @@ def _validate_idempotency_key(key: str) -> None:
         raise idempotency_key_invalid(IDEMPOTENCY_KEY_MAX_LENGTH)
 
 
-def _idempotent_replay(*, client_ip: str, key: str, request_hash: str) -> GenerationJob | None:
-    """The job this client's key created within the TTL, or None; 409 if the body differs."""
+def _idempotent_replay(*, caller: Caller, key: str, request_hash: str) -> GenerationJob | None:
+    """The job this caller's key created within the TTL, or None; 409 if the body differs.
+    Keys are an API key's own (from any address), or an anonymous client IP's: two integrators
+    behind one address never see each other's jobs."""
+    if caller.api_key_id is not None:
+        scope = Q(api_key_id=caller.api_key_id)
+    else:
+        scope = Q(client_ip=caller.client_ip, api_key__isnull=True)
     stored = (
-        IdempotencyKey.objects.filter(client_ip=client_ip, key=key, created_at__gte=_idempotency_cutoff())
+        IdempotencyKey.objects.filter(scope, key=key, created_at__gte=_idempotency_cutoff())
         .select_related("job")
         .first()
     )
@@ -125,7 +162,7 @@ def _idempotent_replay(*, client_ip: str, key: str, request_hash: str) -> Genera
         return None
     if stored.request_hash != request_hash:
         raise idempotency_conflict()
-    log_event(logger.info, "idempotent_replay", job=stored.job_id, client_ip=client_ip)
+    log_event(logger.info, "idempotent_replay", job=stored.job_id, client_ip=caller.client_ip)
     return stored.job
 
 
@@ -227,6 +264,12 @@ def job_retry(*, job_id: JobId) -> GenerationJob:
         raise job_not_found()
     if original.status != JobStatus.FAILED:
         raise job_not_retryable(original.status)
-    job = job_submit(client_ip=original.client_ip, retry_of=original, **asdict(original.parameters))
+    job = job_submit(
+        client_ip=original.client_ip,
+        retry_of=original,
+        # A key's job is retried under that key's policy and budget.
+        caller=api_key_caller(original.api_key, client_ip=original.client_ip) if original.api_key else None,
+        **asdict(original.parameters),
+    )
     log_event(logger.info, "retried", job=job.pk, retry_of=original.pk)
     return job

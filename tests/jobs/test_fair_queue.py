@@ -164,3 +164,27 @@ def test_addresses_of_one_ipv6_network_share_one_turn(api_client: APIClient) -> 
     order = [ip for (ip,) in served_clients()]
 
     assert order[:2] == ["2001:db8:1:1::1", "2001:db8:2:2::1"]
+
+
+def test_accounts_share_served_compute_by_weight() -> None:
+    for _ in range(12):
+        GenerationJobFactory(client_ip=A, client_network="key:0000000a", priority_weight=3.0, cost_units=1)
+    for _ in range(12):
+        GenerationJobFactory(client_ip=B, priority_weight=1.0, cost_units=1)
+
+    order = [ip for (ip,) in served_clients()][:12]
+
+    # Least compute served per unit of weight first; ties to the least recently served.
+    assert order == [A, B, A, A, B, A, A, A, B, A, A, A]
+
+
+def test_a_heavy_job_counts_its_compute_not_one_turn() -> None:
+    GenerationJobFactory(client_ip=A, cost_units=8)
+    for _ in range(3):
+        GenerationJobFactory(client_ip=A, cost_units=1)
+    for _ in range(3):
+        GenerationJobFactory(client_ip=B, cost_units=1)
+
+    order = [ip for (ip,) in served_clients()]
+
+    assert order == [A, B, B, B, A, A, A]

@@ -13,6 +13,7 @@ from core.errors import ApplicationError
 from jobs import services
 from jobs.api.errors import http_status
 from jobs.models import GenerationJob, IdempotencyKey
+from ratelimit.services import api_key_create
 
 pytestmark = pytest.mark.django_db
 
@@ -99,3 +100,29 @@ def test_concurrent_submits_with_one_key_create_one_job() -> None:
     assert len(job_ids) == 6
     assert len(set(job_ids)) == 1
     assert GenerationJob.objects.count() == 1
+
+
+def test_a_key_belongs_to_its_api_key_not_to_the_address(api_client: APIClient) -> None:
+    _first, first_key = api_key_create(name="first")
+    _second, second_key = api_key_create(name="second")
+    body = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 4}
+
+    def submit(api_key: str, ip: str) -> str:
+        return api_client.post(
+            "/api/v1/jobs",
+            body,
+            format="json",
+            REMOTE_ADDR=ip,
+            HTTP_AUTHORIZATION=f"Bearer {api_key}",
+            HTTP_IDEMPOTENCY_KEY="order-1",
+        ).json()["id"]
+
+    original = submit(first_key, "198.51.100.60")
+    from_another_address = submit(first_key, "198.51.100.61")
+    other_integrator_same_address = submit(second_key, "198.51.100.60")
+    anonymous_same_address = api_client.post(
+        "/api/v1/jobs", body, format="json", REMOTE_ADDR="198.51.100.60", HTTP_IDEMPOTENCY_KEY="order-1"
+    ).json()["id"]
+
+    assert from_another_address == original
+    assert len({original, other_integrator_same_address, anonymous_same_address}) == 3

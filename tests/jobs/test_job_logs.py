@@ -34,7 +34,14 @@ def test_submit_start_and_complete_each_log_one_line_with_duration(caplog: pytes
     services.job_complete(job=GenerationJob.objects.get(pk=job.pk), pngs=[b"png"])
 
     submitted, started, completed = job_events(caplog)
-    assert submitted == {"event": "submitted", "job": str(job.id), "client_ip": "198.51.100.4", "images": "1"}
+    assert submitted == {
+        "event": "submitted",
+        "job": str(job.id),
+        "client_ip": "198.51.100.4",
+        "account": "198.51.100.4",
+        "images": "1",
+        "cost_units": "0.003",
+    }
     assert started == {"event": "started", "job": str(job.id), "worker": "gpu@box", "batch": "1"}
     assert completed["event"] == "completed"
     assert completed["job"] == str(job.id)

@@ -44,6 +44,10 @@ def test_defaults_are_eight_per_minute_one_active_job_and_no_trusted_proxy() -> 
         {"CLIENT_IP_TRUSTED_PROXIES": "10.0.0.0/8", "CLIENT_IP_TRUSTED_PROXY_COUNT": "1"},
         {"CLIENT_IP_IPV6_PREFIX": "129"},
         {"SUBMIT_RATE": "eight per minute"},
+        {"API_KEY_DEFAULT_SUBMIT_RATE": "lots"},
+        {"API_KEY_DEFAULT_WEIGHT": "0"},
+        {"ANON_AGGREGATE_PREFIXES_V6": "56,0"},
+        {"ANON_AGGREGATE_PREFIXES_V4": "33"},
     ],
 )
 def test_bad_abuse_settings_stop_the_process(overrides: dict[str, str]) -> None:

@@ -24,6 +24,10 @@ from jobs.models import GenerationJob
 
 ERROR_CODES = (
     "validation_error",
+    "invalid_api_key",
+    "api_key_revoked",
+    "job_too_expensive",
+    "daily_budget_exceeded",
     "parse_error",
     "idempotency_key_invalid",
     "idempotency_conflict",
@@ -55,8 +59,8 @@ def test_schema_documents_every_endpoint_and_the_error_shape(openapi: dict[str, 
 
     assert set(paths) == {"/api/v1/jobs", "/api/v1/jobs/{job_id}", "/api/v1/jobs/{job_id}/cancel"}
     submit = paths["/api/v1/jobs"]["post"]["responses"]
-    assert set(submit) == {"202", "400", "403", "409", "415", "429", "503"}
-    assert set(paths["/api/v1/jobs/{job_id}"]["get"]["responses"]) == {"200", "304", "404", "429"}
+    assert set(submit) == {"202", "400", "401", "403", "409", "415", "429", "503"}
+    assert set(paths["/api/v1/jobs/{job_id}"]["get"]["responses"]) == {"200", "304", "401", "404", "429"}
     error = openapi["components"]["schemas"]["ErrorDetail"]["properties"]
     assert {"code", "message", "fields", "retry_after"} <= set(error)
     described = " ".join(
@@ -172,3 +176,15 @@ def test_live_api_answers_valid_requests_without_5xx_and_as_documented(live_serv
 @pytest.mark.django_db(transaction=True)
 def test_live_api_answers_invalid_requests_without_5xx(live_server: Any) -> None:
     run_against_live_api(live_server.url, mode=GenerationMode.NEGATIVE, checks=[not_a_server_error])
+
+
+def test_schema_documents_the_bearer_scheme_as_optional_and_the_job_cost(openapi: dict[str, Any]) -> None:
+    assert openapi["components"]["securitySchemes"]["ApiKey"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key, ig_<prefix>_<secret>; without one the caller is anonymous.",
+    }
+    submit = openapi["paths"]["/api/v1/jobs"]["post"]
+    # Either a key or nothing: anonymous callers stay welcome.
+    assert submit["security"] == [{"ApiKey": []}, {}]
+    assert "cost_units" in openapi["components"]["schemas"]["Job"]["properties"]

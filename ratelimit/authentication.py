@@ -1,0 +1,56 @@
+"""``Authorization: Bearer <key>`` for the API. No header is an anonymous caller; a header
+that names no live key is 401, never anonymous."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.request import Request
+
+from core.errors import ApplicationError
+from ratelimit.callers import Caller, anonymous_caller, api_key_caller
+from ratelimit.client_ip import client_ip
+from ratelimit.models import ApiKey
+from ratelimit.services import api_key_authenticate
+
+
+def request_caller(request: Request) -> Caller:
+    """The caller of an API request: its API key's, or anonymous at its client IP."""
+    ip = client_ip(request)
+    if isinstance(request.auth, ApiKey):
+        return api_key_caller(request.auth, client_ip=ip)
+    return anonymous_caller(ip)
+
+
+class ApiKeyAuthentication(BaseAuthentication):
+    def authenticate(self, request: Request) -> tuple[None, ApiKey] | None:
+        header = request.headers.get("Authorization")
+        if header is None:
+            return None
+        scheme, _, plain = header.partition(" ")
+        if scheme.lower() != "bearer" or not plain.strip():
+            raise exceptions.AuthenticationFailed(
+                "Send the key as 'Authorization: Bearer ig_...'.", code="invalid_api_key"
+            )
+        try:
+            return None, api_key_authenticate(plain=plain.strip())
+        except ApplicationError as error:
+            raise exceptions.AuthenticationFailed(error.message, code=error.code) from None
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="api"'
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    target_class = ApiKeyAuthentication
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key, ig_<prefix>_<secret>; without one the caller is anonymous.",
+        }
