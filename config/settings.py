@@ -80,6 +80,8 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # The client address as abuse control decides it: X-Forwarded-For only from trusted proxies.
 AXES_CLIENT_IP_CALLABLE = "ratelimit.client_ip.client_ip"
 AXES_RESET_ON_SUCCESS = True
+# Its start-up banner on every manage.py command and worker is noise in the event log.
+AXES_VERBOSE = False
 
 # --- Operations: health, readiness and metrics (ops/) -------------------------------------
 INSTALLED_APPS += ["django_prometheus", "ops"]

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -76,14 +77,15 @@ def names_and_labels(expression: str) -> tuple[dict[str, set[str]], set[str]]:
     return metrics, grouping
 
 
-def scraped_labels(client: Client) -> dict[str, set[str]]:
+def scraped_labels(client: Client, token: str) -> dict[str, set[str]]:
     """``{sample name: label names}`` of a real scrape, once every series has a sample."""
     GenerationJobFactory()
     record_job_finished(outcome="completed", run_seconds=0.7)
     record_job_finished(outcome="failed", failure_code="timeout")
     record_rate_limit_hit(rule="submit")
     client.get("/healthz")
-    response = client.get("/metrics")
+    # Outside DEBUG a scrape needs the token, as Prometheus sends it from the compose secret.
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}")
     assert response.status_code == 200
     samples: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(response.content.decode()):
@@ -93,10 +95,11 @@ def scraped_labels(client: Client) -> dict[str, set[str]]:
 
 
 @pytest.fixture
-def scrape(db: None, client: Client) -> dict[str, set[str]]:
+def scrape(db: None, client: Client, settings: Any) -> dict[str, set[str]]:
+    settings.METRICS_TOKEN = "monitoring-test-token"
     redis_client().delete("imagegen:metrics:jobs", "imagegen:metrics:rate_limit_hits")
     try:
-        return scraped_labels(client)
+        return scraped_labels(client, settings.METRICS_TOKEN)
     finally:
         redis_client().delete("imagegen:metrics:jobs", "imagegen:metrics:rate_limit_hits")
 
