@@ -12,16 +12,12 @@ It starts its own Redis and SQLite database and prints the medians and their rat
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from eta import start_redis, start_worker, stop_processes
-
-ROOT = Path(__file__).resolve().parent.parent
+from eta import start_bench_django, start_worker, stop_processes
 
 
 def main() -> None:
@@ -32,23 +28,7 @@ def main() -> None:
     args = parser.parse_args()
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-cold-"))
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_URL=f"sqlite:///{run_dir / 'bench.sqlite3'}",
-        MEDIA_ROOT=str(run_dir / "media"),
-        SUBMIT_RATE="1000/m",
-        SUBMIT_MAX_ACTIVE_JOBS="0",
-    )
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    sys.path.insert(0, str(ROOT))
-    redis = start_redis(run_dir)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    call_command("build_tiny_model", if_missing=True)
+    redis = start_bench_django(run_dir)
     try:
         cold, warm = measure(args, run_dir)
     finally:

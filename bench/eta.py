@@ -59,23 +59,17 @@ def start_worker(
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=12)
-    parser.add_argument("--warmup", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--size", type=int, default=64)
-    args = parser.parse_args()
-
-    run_dir = Path(tempfile.mkdtemp(prefix="bench-eta-"))
+def start_bench_django(run_dir: Path, **env: str) -> subprocess.Popen[bytes]:
+    """A private SQLite database, media folder and Redis in ``run_dir``, Django set up on them
+    and migrated, the tiny model built; returns the Redis process. ``env`` adds settings."""
     os.environ.update(
         DJANGO_SETTINGS_MODULE="config.settings",
         DATABASE_URL=f"sqlite:///{run_dir / 'bench.sqlite3'}",
         MEDIA_ROOT=str(run_dir / "media"),
-        JOB_QUEUE_MAX=str(args.jobs + args.warmup + 1),
         # A burst is the point: abuse control would refuse most of it.
         SUBMIT_RATE="1000/m",
         SUBMIT_MAX_ACTIVE_JOBS="0",
+        **env,
     )
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     sys.path.insert(0, str(ROOT))
@@ -87,6 +81,19 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     call_command("build_tiny_model", if_missing=True)
+    return redis
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--size", type=int, default=64)
+    args = parser.parse_args()
+
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-eta-"))
+    redis = start_bench_django(run_dir, JOB_QUEUE_MAX=str(args.jobs + args.warmup + 1))
     from django.conf import settings
 
     worker = start_worker(run_dir, queue=settings.GENERATION_QUEUE)

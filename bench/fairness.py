@@ -12,17 +12,14 @@ weight / sum of weights. One image per pipeline call, so the order alone decides
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import tempfile
 import time
 from collections import defaultdict
 from decimal import Decimal
 from pathlib import Path
 
-from eta import start_redis, start_worker, stop_processes
+from eta import start_bench_django, start_worker, stop_processes
 
-ROOT = Path(__file__).resolve().parent.parent
 KEY_WEIGHTS = {"key-w1": 1.0, "key-w2": 2.0, "key-w4": 4.0}
 ANONYMOUS = ("198.51.100.1", "2001:db8:1:2::1")
 # The last anonymous caller asks for twice the steps: its share is in compute, not in jobs.
@@ -38,26 +35,9 @@ def main() -> None:
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-fairness-"))
     callers = len(KEY_WEIGHTS) + len(ANONYMOUS)
-    os.environ.update(
-        DJANGO_SETTINGS_MODULE="config.settings",
-        DATABASE_URL=f"sqlite:///{run_dir / 'bench.sqlite3'}",
-        MEDIA_ROOT=str(run_dir / "media"),
-        JOB_QUEUE_MAX=str(args.jobs_per_caller * callers + 1),
-        GENERATION_BATCH_IMAGES="1",
-        # Bursts are the point: abuse control would refuse most of them.
-        SUBMIT_RATE="1000/m",
-        SUBMIT_MAX_ACTIVE_JOBS="0",
+    redis = start_bench_django(
+        run_dir, JOB_QUEUE_MAX=str(args.jobs_per_caller * callers + 1), GENERATION_BATCH_IMAGES="1"
     )
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    sys.path.insert(0, str(ROOT))
-    redis = start_redis(run_dir)
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    call_command("build_tiny_model", if_missing=True)
     from django.conf import settings
 
     worker = None
