@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -147,15 +148,16 @@ def test_three_workers_drain_sixty_jobs_of_ten_clients_each_once_in_turns_in_com
         assert sum(job.num_images for job in batch) <= settings.GENERATION_BATCH_IMAGES
 
     # Fair order across workers: every claim served the client whose turn it was.
-    assert_each_claim_served_a_least_recently_served_client(batches)
+    assert_each_claim_served_a_client_whose_turn_it_was(batches)
 
 
-def assert_each_claim_served_a_least_recently_served_client(
+def assert_each_claim_served_a_client_whose_turn_it_was(
     batches: dict[tuple[str, object], list[GenerationJob]],
 ) -> None:
     """What the fair queue promises (docs/queue.md, *Many workers*), checked claim by claim from
     the jobs' start times: a claim at ``T`` includes a client that, among the clients with a job
-    still waiting at ``T``, was served least recently (never served counts as longest ago).
+    still waiting at ``T``, had the least compute served before ``T`` (all weigh 1 here), ties
+    going to the never served, then to the least recently served.
 
     Claims of different workers less than ``CONCURRENT_CLAIMS`` apart may have read the queue
     before each other's claim committed, so they are not held to each other's order.
@@ -164,13 +166,14 @@ def assert_each_claim_served_a_least_recently_served_client(
     for (_worker, claimed_at), batch in batches.items():
         assert isinstance(claimed_at, datetime)
 
-        def last_served(client: str, before: datetime = claimed_at) -> tuple[bool, datetime]:
+        def turn(client: str, before: datetime = claimed_at) -> tuple[Decimal, bool, datetime]:
             served = [
-                job.started_at
+                job
                 for job in jobs
                 if job.client_network == client and job.started_at and job.started_at < before
             ]
-            return (bool(served), max(served, default=before))
+            units = sum((job.cost_units for job in served), Decimal(0))
+            return (units, bool(served), max((job.started_at for job in served), default=before))
 
         waiting = {
             job.client_network
@@ -178,8 +181,8 @@ def assert_each_claim_served_a_least_recently_served_client(
             if job.started_at and job.started_at > claimed_at + CONCURRENT_CLAIMS
         }
         if waiting:
-            served_now = min(last_served(job.client_network) for job in batch)
-            assert served_now <= min(last_served(client) for client in waiting), (claimed_at, batch)
+            served_now = min(turn(job.client_network) for job in batch)
+            assert served_now <= min(turn(client) for client in waiting), (claimed_at, batch)
 
 
 def test_jobs_of_a_worker_killed_mid_batch_finish_on_the_other_two_and_no_job_runs_twice_after_completion(
