@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
+from django.db import connection
 from django_ratelimit.core import _get_window
 from rest_framework.test import APIClient
+
+from core.errors import ApplicationError
 
 VALID = {"prompt": "a lighthouse at dusk", "width": 64, "height": 64, "steps": 4}
 
@@ -27,3 +32,29 @@ def submit(api_client: APIClient, *, ip: str, forwarded_for: str | None = None, 
     if forwarded_for is not None:
         extra["HTTP_X_FORWARDED_FOR"] = forwarded_for
     return api_client.post("/api/v1/jobs", {**VALID, **overrides}, format="json", **extra)
+
+
+def submit_all_at_once(contenders: int, submit_one: Callable[[], object]) -> list[str]:
+    """Runs ``submit_one`` in ``contenders`` threads released together; each outcome is
+    "accepted" or the refusal's code."""
+    barrier = threading.Barrier(contenders)
+    outcomes: list[str] = []
+
+    def contender() -> None:
+        try:
+            barrier.wait()
+            submit_one()
+            outcomes.append("accepted")
+        except ApplicationError as error:
+            outcomes.append(error.code)
+        except Exception as error:  # shown in the test's assertion, instead of lost in a thread
+            outcomes.append(repr(error))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=contender) for _ in range(contenders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes

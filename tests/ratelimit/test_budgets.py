@@ -3,21 +3,18 @@ under concurrency."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from core.errors import ApplicationError
 from jobs import services
 from jobs.models import GenerationJob
 from ratelimit.callers import api_key_caller
 from ratelimit.models import ApiKey, ClientUsage
 from ratelimit.services import api_key_create
-from tests.ratelimit.helpers import VALID, submit
+from tests.ratelimit.helpers import VALID, submit, submit_all_at_once
 
 pytestmark = pytest.mark.django_db
 
@@ -78,26 +75,9 @@ def test_twenty_concurrent_submits_of_one_key_never_overspend_a_nearly_spent_bud
     ClientUsage.objects.create(network=api_key.account, day=timezone.now().date(), cost_milliunits=9990)
     caller = api_key_caller(ApiKey.objects.get(pk=api_key.pk), client_ip="198.51.100.93")
     contenders = 20
-    barrier = threading.Barrier(contenders)
-    outcomes: list[str] = []
-
-    def submit_at_once() -> None:
-        try:
-            barrier.wait()
-            services.job_submit(client_ip="198.51.100.93", caller=caller, **VALID)
-            outcomes.append("accepted")
-        except ApplicationError as error:
-            outcomes.append(error.code)
-        except Exception as error:  # shown in the assertion below, instead of lost in a thread
-            outcomes.append(repr(error))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=submit_at_once) for _ in range(contenders)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = submit_all_at_once(
+        contenders, lambda: services.job_submit(client_ip="198.51.100.93", caller=caller, **VALID)
+    )
 
     # 9.99 + 2 x 0.005 = 10.000: exactly two fit.
     assert sorted(outcomes) == ["accepted"] * 2 + ["daily_budget_exceeded"] * (contenders - 2)

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import pytest
-from django.db import connection
 from rest_framework.test import APIClient
 
 from core.errors import ApplicationError
 from jobs import services
 from jobs.models import GenerationJob
 from ratelimit.services import block_ip
-from tests.ratelimit.helpers import VALID, fresh_window_client, submit
+from tests.ratelimit.helpers import VALID, fresh_window_client, submit, submit_all_at_once
 
 pytestmark = pytest.mark.django_db
 
@@ -98,26 +96,7 @@ def test_second_active_job_is_refused_until_the_first_finishes(api_client: APICl
 def test_concurrent_submits_cannot_create_two_active_jobs(settings: Any) -> None:
     settings.SUBMIT_MAX_ACTIVE_JOBS = 1
     contenders = 4
-    barrier = threading.Barrier(contenders)
-    outcomes: list[str] = []
-
-    def submit_at_once() -> None:
-        try:
-            barrier.wait()
-            services.job_submit(client_ip="198.51.100.30", **VALID)
-            outcomes.append("accepted")
-        except ApplicationError as error:
-            outcomes.append(error.code)
-        except Exception as error:  # shown in the assertion below, instead of lost in a thread
-            outcomes.append(repr(error))
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=submit_at_once) for _ in range(contenders)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    outcomes = submit_all_at_once(contenders, lambda: services.job_submit(client_ip="198.51.100.30", **VALID))
 
     assert sorted(outcomes) == ["accepted"] + ["too_many_active_jobs"] * (contenders - 1)
     # Any status: a live GPU worker (another test's) may already have claimed the one job.
