@@ -109,6 +109,15 @@ def test_procfile_declares_release_web_gpu_worker_webhooks_and_maintenance_worke
     assert processes["worker"] == "scripts/worker.sh gpu"
 
 
+def test_the_run_command_starts_every_process_of_the_development_procfile() -> None:
+    declared = {line.split(":", 1)[0] for line in (ROOT / "Procfile.dev").read_text().splitlines() if line}
+    started = re.search(r"^processes=\((.*)\)$", (ROOT / "scripts/run.sh").read_text(), re.MULTILINE)
+
+    assert started is not None
+    # Redis is started only when none answers on its port.
+    assert set(started.group(1).split()) == declared - {"redis"}
+
+
 def test_the_gpu_worker_takes_one_job_at_a_time_on_the_gpu_queue() -> None:
     (gpu,) = [line for line in (ROOT / "scripts" / "worker.sh").read_text().splitlines() if "gpu)" in line]
     worker = gpu.split()
