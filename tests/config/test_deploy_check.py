@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
-import sys
 
-from tests.support.paths import ROOT
+from tests.support.processes import deploy_check
 
 PRODUCTION_ENV = {
     "DEBUG": "0",
@@ -20,18 +17,6 @@ PRODUCTION_ENV = {
     "CSRF_TRUSTED_ORIGINS": "https://example.com",
     "METRICS_TOKEN": secrets.token_urlsafe(32),
 }
-
-
-def deploy_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    inherited = {name: value for name, value in os.environ.items() if name != "SECRET_KEY"}
-    return subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT,
-        env={**inherited, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def test_deploy_check_passes_with_production_settings() -> None:

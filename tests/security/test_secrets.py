@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -16,6 +14,7 @@ import yaml
 
 from ops.example_secrets import example_placeholders
 from tests.support.paths import ROOT
+from tests.support.processes import deploy_check
 
 EXAMPLE_ENV = ROOT / "docker" / ".env.example"
 
@@ -28,18 +27,8 @@ def example_env() -> dict[str, str]:
     return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", EXAMPLE_ENV.read_text(), flags=re.MULTILINE))
 
 
-def deploy_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    inherited = {
-        name: value for name, value in os.environ.items() if name not in {"SECRET_KEY", "DATABASE_URL"}
-    }
-    return subprocess.run(
-        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT,
-        env={**inherited, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+# As on a fresh production box: neither the test run's secret key nor its database.
+UNSET_FOR_SECRETS = ("SECRET_KEY", "DATABASE_URL")
 
 
 def production_env(**secrets_: str) -> dict[str, str]:
@@ -119,7 +108,7 @@ def test_the_deploy_check_fails_on_each_example_secret(setting: str, warning: st
         "METRICS_TOKEN": {"METRICS_TOKEN": "change-me-three"},
     }[setting]
 
-    result = deploy_check(production_env(**{**real, **placeholder_env}))
+    result = deploy_check(unset=UNSET_FOR_SECRETS, env=production_env(**{**real, **placeholder_env}))
 
     assert result.returncode != 0
     assert warning in result.stderr
@@ -135,7 +124,7 @@ def real_secrets() -> dict[str, str]:
 
 
 def test_the_deploy_check_fails_with_the_example_file_as_it_ships() -> None:
-    result = deploy_check(production_env(redis_password="change-me-redis"))
+    result = deploy_check(unset=UNSET_FOR_SECRETS, env=production_env(redis_password="change-me-redis"))
 
     assert result.returncode != 0
     for name in ("SECRET_KEY", "AWS_SECRET_ACCESS_KEY", "METRICS_TOKEN", "REDIS_URL password"):
@@ -143,6 +132,6 @@ def test_the_deploy_check_fails_with_the_example_file_as_it_ships() -> None:
 
 
 def test_the_deploy_check_passes_with_real_secrets() -> None:
-    result = deploy_check(production_env(**real_secrets()))
+    result = deploy_check(unset=UNSET_FOR_SECRETS, env=production_env(**real_secrets()))
 
     assert result.returncode == 0, result.stderr

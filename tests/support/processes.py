@@ -147,3 +147,19 @@ class WebProcess:
 
     def stop(self) -> None:
         stop_process(self.process)
+
+
+def deploy_check(
+    env: dict[str, str], *, unset: tuple[str, ...] = ("SECRET_KEY",)
+) -> subprocess.CompletedProcess[str]:
+    """``manage.py check --deploy`` as the release step runs it, in a fresh process with ``env``
+    over this one's environment less ``unset``."""
+    inherited = {name: value for name, value in os.environ.items() if name not in unset}
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env={**inherited, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
