@@ -263,6 +263,8 @@ API_KEY_DEFAULT_WEIGHT = env.float("API_KEY_DEFAULT_WEIGHT", default=1.0)
 JOB_QUEUE_MAX = env.int("JOB_QUEUE_MAX", default=500)
 # Answer a request identical to a completed one (explicit seed included) from its files.
 JOB_DEDUPE = env.bool("JOB_DEDUPE", default=True)
+# The longest deadline a submit may set (Cancel-After header, deadline_seconds field).
+JOB_DEADLINE_MAX_SECONDS = env.int("JOB_DEADLINE_MAX_SECONDS", default=24 * 3600)
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=24 * 3600)
 # Throughput for queue ETAs comes from at most this many jobs finished in this window;
 # with none, each job is assumed to take the fallback seconds.

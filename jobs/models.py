@@ -44,6 +44,7 @@ class FailureCode(models.TextChoices):
     INFERENCE_ERROR = "inference_error", "Inference error"
     WORKER_LOST = "worker_lost", "Worker lost"
     CANCELLED = "cancelled", "Cancelled"
+    DEADLINE_EXCEEDED = "deadline_exceeded", "Deadline exceeded"
 
 
 class GenerationJob(models.Model):
@@ -95,6 +96,8 @@ class GenerationJob(models.Model):
     )
     requeue_count = models.PositiveSmallIntegerField(default=0)
     results_deleted_at = models.DateTimeField(null=True, blank=True)
+    # The client's deadline (Cancel-After, deadline_seconds): unfinished then, it fails deadline_exceeded.
+    deadline_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -114,6 +117,8 @@ class GenerationJob(models.Model):
             models.Index(fields=["worker_hostname", "created_at"], name="job_worker_created_idx"),
             models.Index(fields=["status", "finished_at"], name="job_status_finished_idx"),
             models.Index(fields=["seed", "status"], name="job_dedupe_lookup_idx"),
+            # The deadline sweep: active jobs past their deadline.
+            models.Index(fields=["status", "deadline_at"], name="job_status_deadline_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=JobStatus.values), name="job_status_valid"),

@@ -59,6 +59,11 @@ def parameter_input_fields() -> dict[str, serializers.Field]:
 class JobSubmitInputSerializer(serializers.Serializer):
     webhook_url = serializers.CharField(required=False, allow_blank=True, default="")
     webhook_events = serializers.ListField(child=serializers.CharField(), required=False)
+    deadline_seconds = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="Seconds from now; a job not finished by then fails `deadline_exceeded`. Also `Cancel-After`.",
+    )
 
     def get_fields(self) -> dict[str, serializers.Field]:
         return {**parameter_input_fields(), **super().get_fields()}
@@ -72,7 +77,10 @@ class ProgressSerializer(serializers.Serializer):
 
 class FailureSerializer(serializers.Serializer):
     code = serializers.CharField(
-        help_text="invalid_prompt, timeout, out_of_memory, inference_error, worker_lost or cancelled."
+        help_text=(
+            "invalid_prompt, timeout, out_of_memory, inference_error, worker_lost, cancelled "
+            "or deadline_exceeded."
+        )
     )
     message = serializers.CharField()
 
@@ -115,6 +123,9 @@ class JobSerializer(serializers.ModelSerializer):
     cost_units = serializers.FloatField(
         read_only=True, help_text="Compute units this job costs (512x512, 25 steps, 1 image = 1)."
     )
+    deadline_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="Unfinished by then, the job fails `deadline_exceeded`."
+    )
 
     class Meta:
         model = GenerationJob
@@ -124,6 +135,7 @@ class JobSerializer(serializers.ModelSerializer):
             "status_url",
             *PARAMETER_NAMES,
             "cost_units",
+            "deadline_at",
             "progress",
             "queue",
             "deduplicated",

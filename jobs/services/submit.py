@@ -24,6 +24,7 @@ from generator import GenerationParameters
 from generator.parameters import SEED_MAX
 from jobs import selectors
 from jobs.cost import job_cost_units
+from jobs.deadlines import deadline_at
 from jobs.errors import (
     idempotency_conflict,
     idempotency_key_invalid,
@@ -54,6 +55,8 @@ def job_submit(
     retry_of: GenerationJob | None = None,
     idempotency_key: str | None = None,
     caller: Caller | None = None,
+    cancel_after: str | None = None,
+    deadline_seconds: int | None = None,
     **parameters: Any,
 ) -> GenerationJob:
     """Validates and stores the job as ``queued``, waking a GPU worker once it is committed.
@@ -63,6 +66,7 @@ def job_submit(
     With an ``idempotency_key`` already used by this client for the same parameters, returns
     that key's job instead. A request identical to a completed one, explicit seed included, is
     stored ``completed`` at once with that job's files (see ``JOB_DEDUPE``).
+    ``cancel_after`` (a Go duration) and ``deadline_seconds`` set its deadline (jobs.deadlines).
     """
     params = submitted_parameters(parameters)
     validate_parameters(params)
@@ -75,6 +79,7 @@ def job_submit(
         model=settings.GENERATOR_MODEL,
     )
     caller = caller or anonymous_caller(client_ip)
+    deadline = deadline_at(now=timezone.now(), cancel_after=cancel_after, deadline_seconds=deadline_seconds)
     webhook_url, webhook_events = webhook_subscription_clean(url=webhook_url, events=webhook_events)
     webhook = {"webhook_url": webhook_url, "webhook_events": webhook_events}
     # Stored on the job however it is answered; they do not decide the picture.
@@ -84,6 +89,7 @@ def job_submit(
         "api_key_id": caller.api_key_id,
         "cost_units": cost_units,
         "priority_weight": caller.policy.weight,
+        "deadline_at": deadline,
     }
     request_hash = ""
     if idempotency_key is not None:
