@@ -326,6 +326,18 @@ _derived_webhook_secret = (
 WEBHOOK_SECRETS = env.list(
     "WEBHOOK_SECRETS", default=[env.str("WEBHOOK_SECRET", default=_derived_webhook_secret)]
 )
+# Each API key and each anonymous job with a webhook has its own secret; these global ones
+# sign only deliveries whose receiver has none (recorded before receivers had their own).
+# During a key's secret rotation its deliveries carry the old and the new signature this long.
+WEBHOOK_SECRET_ROTATION_OVERLAP_SECONDS = env.int(
+    "WEBHOOK_SECRET_ROTATION_OVERLAP_SECONDS", default=24 * 3600
+)
+# Fernet keys that encrypt stored secrets (the first encrypts, all decrypt: list a new one
+# first to rotate). The fallback derives from SECRET_KEY: set it before changing SECRET_KEY.
+_derived_encryption_key = base64.urlsafe_b64encode(
+    hashlib.sha256(f"secret-encryption:{SECRET_KEY}".encode()).digest()
+).decode()
+SECRET_ENCRYPTION_KEYS = env.list("SECRET_ENCRYPTION_KEYS", default=[_derived_encryption_key])
 # Seconds before retry 1, 2, ... (each jittered by WEBHOOK_RETRY_JITTER); then the delivery fails.
 WEBHOOK_RETRY_SCHEDULE = env.list(
     "WEBHOOK_RETRY_SCHEDULE", cast=float, default=[5, 300, 1800, 7200, 18000, 36000]

@@ -84,6 +84,9 @@ class GenerationJob(models.Model):
     # Webhooks: where to POST the chosen events; checked by webhooks.services.
     webhook_url = models.CharField(max_length=2048, blank=True, default="")
     webhook_events = models.JSONField(default=list, blank=True)
+    # An anonymous job's own webhook signing secret, encrypted (core.stored_secrets), shown once
+    # in the submit's 202; a key's jobs are signed with the key's secret instead.
+    webhook_secret_encrypted = models.TextField(blank=True, default="", editable=False)
     # Set when the job was answered from an identical completed job's files, without GPU time.
     deduplicated_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="duplicates"

@@ -17,8 +17,10 @@ from django.utils import timezone
 from config.celery import app as celery_app
 from config.celery import queue_pending_messages
 from core.redis import redis_client
+from core.stored_secrets import decrypt_secret
 from jobs.errors import job_not_found
 from jobs.models import ACTIVE_STATUSES, FailureCode, GenerationJob, JobStatus
+from ratelimit.selectors import api_key_webhook_secrets
 
 # A heartbeat key (a job's, or a GPU worker's liveness) outlives its refresh by this many
 # intervals, so one late beat is no death.
@@ -457,3 +459,19 @@ def queue_history(*, buckets: int = 12, span: timedelta = timedelta(hours=1)) ->
         queue_depth=[counts[f"waiting_{i}"] for i in range(buckets)],
         failures=failures,
     )
+
+
+def job_webhook_secrets(*, job_id: uuid.UUID | str) -> list[str]:
+    """The secrets that sign this job's webhook deliveries now: its key's (both during a
+    rotation's overlap), or its own for an anonymous job; empty for one from before either."""
+    job = GenerationJob.objects.select_related("api_key").filter(pk=job_id).first()
+    if job is None:
+        return []
+    if job.api_key is not None:
+        return api_key_webhook_secrets(api_key=job.api_key)
+    return [decrypt_secret(job.webhook_secret_encrypted)] if job.webhook_secret_encrypted else []
+
+
+def job_own_webhook_secret(*, job: GenerationJob) -> str | None:
+    """An anonymous job's own webhook secret, for its submit's answer only; None for others."""
+    return decrypt_secret(job.webhook_secret_encrypted) if job.webhook_secret_encrypted else None

@@ -199,6 +199,25 @@ class JobSerializer(serializers.ModelSerializer):
         return job.deduplicated_from_id is not None
 
 
+class JobSubmittedSerializer(JobSerializer):
+    """The submit's answer: the job, and once only, an anonymous webhook receiver's secret."""
+
+    webhook_secret = serializers.SerializerMethodField(
+        help_text=(
+            "An anonymous submit with `webhook_url`: the Standard Webhooks secret (`whsec_…`) its "
+            "deliveries are signed with, shown in this answer only (and a replay of it with the same "
+            "`Idempotency-Key`). Null with an API key (its own secret signs) or without a webhook."
+        )
+    )
+
+    class Meta(JobSerializer.Meta):
+        fields = (*JobSerializer.Meta.fields, "webhook_secret")
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_webhook_secret(self, job: GenerationJob) -> str | None:
+        return selectors.job_own_webhook_secret(job=job)
+
+
 class FieldErrorSerializer(serializers.Serializer):
     code = serializers.CharField()
     message = serializers.CharField()

@@ -16,7 +16,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import selectors, services
-from jobs.api.serializers import ErrorSerializer, JobSerializer, JobSubmitInputSerializer
+from jobs.api.serializers import (
+    ErrorSerializer,
+    JobSerializer,
+    JobSubmitInputSerializer,
+    JobSubmittedSerializer,
+)
 from jobs.deadlines import CANCEL_AFTER_PATTERN
 from ratelimit.authentication import request_caller
 from ratelimit.client_ip import client_ip
@@ -97,7 +102,7 @@ class JobListView(APIView):
             RETRY_AFTER,
         ],
         responses={
-            202: JobSerializer,
+            202: JobSubmittedSerializer,
             400: error_response(
                 "`validation_error` (with `fields`; field codes: required, invalid, prompt_empty, "
                 "prompt_too_long, size_not_multiple_of_8, size_out_of_range, steps_out_of_range, "
@@ -130,7 +135,7 @@ class JobListView(APIView):
             cancel_after=request.headers.get("Cancel-After"),
             **serializer.validated_data,
         )
-        body = JobSerializer(job, context={"request": request}).data
+        body = JobSubmittedSerializer(job, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["status_url"]})
 
 

@@ -20,6 +20,7 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from core.logging import log_event
+from core.stored_secrets import encrypt_secret, new_webhook_secret
 from generator import GenerationParameters
 from generator.parameters import SEED_MAX
 from jobs import selectors
@@ -82,6 +83,8 @@ def job_submit(
     deadline = deadline_at(now=timezone.now(), cancel_after=cancel_after, deadline_seconds=deadline_seconds)
     webhook_url, webhook_events = webhook_subscription_clean(url=webhook_url, events=webhook_events)
     webhook = {"webhook_url": webhook_url, "webhook_events": webhook_events}
+    # An anonymous receiver's own secret; a key's receiver has the key's (ratelimit.ApiKey).
+    webhook_secret = new_webhook_secret() if webhook_url and caller.api_key_id is None else ""
     # Stored on the job however it is answered; they do not decide the picture.
     stored = {
         **webhook,
@@ -90,6 +93,7 @@ def job_submit(
         "cost_units": cost_units,
         "priority_weight": caller.policy.weight,
         "deadline_at": deadline,
+        "webhook_secret_encrypted": encrypt_secret(webhook_secret) if webhook_secret else "",
     }
     request_hash = ""
     if idempotency_key is not None:
