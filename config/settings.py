@@ -250,6 +250,9 @@ ANON_MAX_JOB_UNITS = env.int("ANON_MAX_JOB_UNITS", default=0)
 # these prefix lengths, each level on its own, so one allocation shares one aggregate.
 ANON_AGGREGATE_PREFIXES_V6 = env.list("ANON_AGGREGATE_PREFIXES_V6", cast=int, default=[56, 48])
 ANON_AGGREGATE_PREFIXES_V4 = env.list("ANON_AGGREGATE_PREFIXES_V4", cast=int, default=[])
+# Queued or running jobs the widest of those aggregates may hold in all (0 = no limit); it is
+# also the one account of the fair queue for every network inside it.
+ANON_AGGREGATE_MAX_ACTIVE_JOBS = env.int("ANON_AGGREGATE_MAX_ACTIVE_JOBS", default=SUBMIT_MAX_ACTIVE_JOBS)
 # API keys (Authorization: Bearer): the policy of a key that sets none of its own.
 API_KEY_DEFAULT_SUBMIT_RATE = env.str("API_KEY_DEFAULT_SUBMIT_RATE", default="60/m")
 API_KEY_DEFAULT_MAX_ACTIVE_JOBS = env.int("API_KEY_DEFAULT_MAX_ACTIVE_JOBS", default=8)

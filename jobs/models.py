@@ -73,6 +73,9 @@ class GenerationJob(models.Model):
     # The key abuse control counted this job under (ratelimit.client_ip.client_network):
     # the address itself for IPv4, its /64 (configurable) for IPv6.
     client_network = models.CharField(max_length=64, blank=True, default="")
+    # What the fair queue and the aggregate active-job limit count it under (Caller.queue_account):
+    # an anonymous network's widest aggregate (ANON_AGGREGATE_PREFIXES_*), else client_network.
+    client_aggregate = models.CharField(max_length=64, blank=True, default="")
     # Set when submitted with an API key; client_network is then the key's account "key:<prefix>".
     api_key = models.ForeignKey(
         "ratelimit.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
@@ -114,6 +117,7 @@ class GenerationJob(models.Model):
             models.Index(fields=["client_ip", "created_at"], name="job_client_created_idx"),
             models.Index(fields=["failure_code", "created_at"], name="job_failure_created_idx"),
             models.Index(fields=["client_network", "status"], name="job_network_status_idx"),
+            models.Index(fields=["client_aggregate", "status"], name="job_aggregate_status_idx"),
             # The admin: the unfiltered list (newest first), its date and worker filters; the
             # dashboard's counts and run-time percentiles by finish time.
             models.Index(fields=["created_at"], name="job_created_idx"),

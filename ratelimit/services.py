@@ -59,14 +59,16 @@ def submission_admitted(
 ) -> Iterator[str]:
     """Refuses a submission that breaks a limit of ``caller`` (an ``ApplicationError``), else
     opens the transaction the job must be written in and yields the account to store on it.
-    ``count_active_jobs(account)`` is the caller's count of that account's queued or running jobs.
+    ``count_active_jobs(account)`` is the caller's count of queued or running jobs of that
+    account or aggregate (``Caller.queue_account``).
     ``check_after_limits`` runs once the blocklist and rate limit let the caller through, before
     the transaction: a slow check (a webhook host's name lookup) that a refused caller never
     reaches and that holds no lock while it waits.
 
-    The active-job check runs in that same transaction after locking the account's
-    ``ClientNetwork`` row, so two concurrent submits of one caller are admitted one after the
-    other (PostgreSQL: the UPDATE's row lock; SQLite: IMMEDIATE transactions serialise writers).
+    The active-job checks (the account's, and its widest aggregate's) run in that same
+    transaction after locking their ``ClientNetwork`` rows, aggregate first, so two concurrent
+    submits of one caller or one aggregate are admitted one after the other (PostgreSQL: the
+    UPDATE's row lock; SQLite: IMMEDIATE transactions serialise writers).
     The daily budget is reserved by a conditional UPDATE of the day's usage row, so concurrent
     submits can never spend more than it, whatever the interleaving.
     """
@@ -86,10 +88,17 @@ def submission_admitted(
     if check_after_limits is not None:
         check_after_limits()
     with transaction.atomic():
+        aggregate = caller.queue_account if caller.queue_account != caller.account else None
+        if aggregate is not None:
+            _lock_client_network(network=aggregate)
         _lock_client_network(network=caller.account)
         _refuse_if_too_many_active(
             network=caller.account, limit=policy.max_active_jobs, count_active_jobs=count_active_jobs
         )
+        if aggregate is not None:
+            _refuse_if_too_many_active(
+                network=aggregate, limit=policy.aggregate_max_active_jobs, count_active_jobs=count_active_jobs
+            )
         for account in (caller.account, *caller.aggregates):
             _count_submission(network=account, policy=policy, cost_units=cost_units)
         yield caller.account

@@ -51,7 +51,7 @@ def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
         turn_order = selectors.client_turn_order()
         if not turn_order:
             return ClaimedBatch(jobs=[])
-        head = queued.filter(client_network=turn_order[0]).order_by("created_at").first()
+        head = queued.filter(client_aggregate=turn_order[0]).order_by("created_at").first()
         if head is None:
             continue
         compatible = queued.filter(
@@ -99,9 +99,9 @@ def _in_turns(jobs: Sequence[GenerationJob], turn_order: Sequence[str]) -> list[
     seen: dict[str, int] = {}
     keyed = []
     for job in jobs:
-        nth = seen.get(job.client_network, 0)
-        seen[job.client_network] = nth + 1
-        keyed.append(((nth, rank.get(job.client_network, len(rank))), job))
+        nth = seen.get(job.client_aggregate, 0)
+        seen[job.client_aggregate] = nth + 1
+        keyed.append(((nth, rank.get(job.client_aggregate, len(rank))), job))
     return [job for _key, job in sorted(keyed, key=lambda item: item[0])]
 
 

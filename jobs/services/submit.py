@@ -90,6 +90,7 @@ def job_submit(
         **webhook,
         "retry_of": retry_of,
         "api_key_id": caller.api_key_id,
+        "client_aggregate": caller.queue_account,
         "cost_units": cost_units,
         "priority_weight": caller.policy.weight,
         "deadline_at": deadline,
@@ -146,8 +147,13 @@ def job_submit(
     return job
 
 
-def _active_job_count(network: str) -> int:
-    return GenerationJob.objects.filter(client_network=network, status__in=ACTIVE_STATUSES).count()
+def _active_job_count(account: str) -> int:
+    """Active jobs of a client network or key, or of an aggregate network (the two never share a name)."""
+    return (
+        GenerationJob.objects.filter(status__in=ACTIVE_STATUSES)
+        .filter(Q(client_network=account) | Q(client_aggregate=account))
+        .count()
+    )
 
 
 def _validate_idempotency_key(key: str) -> None:
