@@ -284,6 +284,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every limit the server enforces, from its own rules, and links from submit to status/cancel.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "jobs.api.schema.declare_enforced_limits",
+    ],
 }
 
 # --- Celery ------------------------------------------------------------------------------

@@ -29,12 +29,39 @@ def absolute_url(url: str, context: Mapping[str, Any]) -> str:
     return url
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string only, as the schema says; DRF alone would take 12 for "12"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only; DRF alone would take "12" and 12.0."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number only; DRF alone would take "1.5" and true."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return float(super().to_internal_value(data))
+
+
 # The DRF field for each GenerationParameters type.
 INPUT_FIELD_CLASSES: dict[object, type[serializers.Field]] = {
-    str: serializers.CharField,
-    int: serializers.IntegerField,
-    int | None: serializers.IntegerField,
-    float: serializers.FloatField,
+    str: StrictCharField,
+    int: StrictIntegerField,
+    int | None: StrictIntegerField,
+    float: StrictFloatField,
 }
 
 
@@ -57,9 +84,9 @@ def parameter_input_fields() -> dict[str, serializers.Field]:
 
 
 class JobSubmitInputSerializer(serializers.Serializer):
-    webhook_url = serializers.CharField(required=False, allow_blank=True, default="")
-    webhook_events = serializers.ListField(child=serializers.CharField(), required=False)
-    deadline_seconds = serializers.IntegerField(
+    webhook_url = StrictCharField(required=False, allow_blank=True, default="")
+    webhook_events = serializers.ListField(child=StrictCharField(), required=False)
+    deadline_seconds = StrictIntegerField(
         required=False,
         allow_null=True,
         help_text="Seconds from now; a job not finished by then fails `deadline_exceeded`. Also `Cancel-After`.",
