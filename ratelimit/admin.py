@@ -28,6 +28,17 @@ class BlockedNetworkAdmin(admin.ModelAdmin):
 
 
 API_KEY_POLICY_FIELDS = ("submit_rate", "max_active_jobs", "daily_budget_units", "max_job_units", "weight")
+# Shown, never edited: they change only through ratelimit.services.
+API_KEY_RECORD_FIELDS = (
+    "prefix",
+    "created_at",
+    "rotated_at",
+    "webhook_secret_rotated_at",
+    "previous_webhook_secret_until",
+    "revoked_at",
+    "last_used_at",
+    "usage_this_week",
+)
 
 
 @admin.register(ApiKey)
@@ -38,28 +49,8 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     search_fields = ("name", "prefix")
-    fields = (
-        "name",
-        *API_KEY_POLICY_FIELDS,
-        "prefix",
-        "created_at",
-        "rotated_at",
-        "webhook_secret_rotated_at",
-        "previous_webhook_secret_until",
-        "revoked_at",
-        "last_used_at",
-        "usage_this_week",
-    )
-    readonly_fields = (
-        "prefix",
-        "created_at",
-        "rotated_at",
-        "webhook_secret_rotated_at",
-        "previous_webhook_secret_until",
-        "revoked_at",
-        "last_used_at",
-        "usage_this_week",
-    )
+    fields = ("name", *API_KEY_POLICY_FIELDS, *API_KEY_RECORD_FIELDS)
+    readonly_fields = API_KEY_RECORD_FIELDS
     actions = ("rotate_keys", "rotate_webhook_secrets", "revoke_keys")
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:

@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from jobs.models import GenerationJob
 from ratelimit.models import ApiKey
+from ratelimit.selectors import api_key_webhook_secrets
 from ratelimit.services import IssuedApiKey, api_key_create, api_key_rotate_webhook_secret
 from tests.webhooks.conftest import ReceivedRequest, Receiver
 from webhooks.models import WebhookDelivery
@@ -163,3 +165,24 @@ def test_a_keys_secret_is_stored_encrypted_and_the_command_shows_it_once_and_rot
     api_key.refresh_from_db()
     assert api_key.previous_webhook_secret_until is not None
     assert api_key.webhook_secret_rotated_at is not None
+
+
+def test_the_admin_shows_a_new_keys_webhook_secret_once_and_rotates_it(admin_client: Any) -> None:
+    response = admin_client.post(reverse("admin:ratelimit_apikey_add"), {"name": "acme"}, follow=True)
+    (shown,) = [str(message) for message in response.context["messages"] if "whsec_" in str(message)]
+    first = shown.rsplit(" ", 1)[1]
+    assert first.startswith("whsec_")
+    api_key = ApiKey.objects.get()
+    assert api_key_webhook_secrets(api_key=api_key) == [first]
+
+    rotated = admin_client.post(
+        reverse("admin:ratelimit_apikey_changelist"),
+        {"action": "rotate_webhook_secrets", "_selected_action": [api_key.pk]},
+        follow=True,
+    )
+
+    (message,) = [str(message) for message in rotated.context["messages"] if "whsec_" in str(message)]
+    second = message.rsplit(" ", 1)[1]
+    api_key.refresh_from_db()
+    # Both sign during the overlap, so the receiver can switch when it likes.
+    assert api_key_webhook_secrets(api_key=api_key) == [second, first]
