@@ -250,6 +250,9 @@ ANON_MAX_JOB_UNITS = env.int("ANON_MAX_JOB_UNITS", default=0)
 # these prefix lengths, each level on its own, so one allocation shares one aggregate.
 ANON_AGGREGATE_PREFIXES_V6 = env.list("ANON_AGGREGATE_PREFIXES_V6", cast=int, default=[56, 48])
 ANON_AGGREGATE_PREFIXES_V4 = env.list("ANON_AGGREGATE_PREFIXES_V4", cast=int, default=[])
+# Queued or running jobs the widest of those aggregates may hold in all (0 = no limit); it is
+# also the one account of the fair queue for every network inside it.
+ANON_AGGREGATE_MAX_ACTIVE_JOBS = env.int("ANON_AGGREGATE_MAX_ACTIVE_JOBS", default=SUBMIT_MAX_ACTIVE_JOBS)
 # API keys (Authorization: Bearer): the policy of a key that sets none of its own.
 API_KEY_DEFAULT_SUBMIT_RATE = env.str("API_KEY_DEFAULT_SUBMIT_RATE", default="60/m")
 API_KEY_DEFAULT_MAX_ACTIVE_JOBS = env.int("API_KEY_DEFAULT_MAX_ACTIVE_JOBS", default=8)
@@ -263,6 +266,8 @@ API_KEY_DEFAULT_WEIGHT = env.float("API_KEY_DEFAULT_WEIGHT", default=1.0)
 JOB_QUEUE_MAX = env.int("JOB_QUEUE_MAX", default=500)
 # Answer a request identical to a completed one (explicit seed included) from its files.
 JOB_DEDUPE = env.bool("JOB_DEDUPE", default=True)
+# The longest deadline a submit may set (Cancel-After header, deadline_seconds field).
+JOB_DEADLINE_MAX_SECONDS = env.int("JOB_DEADLINE_MAX_SECONDS", default=24 * 3600)
 IDEMPOTENCY_TTL_SECONDS = env.int("IDEMPOTENCY_TTL_SECONDS", default=24 * 3600)
 # Throughput for queue ETAs comes from at most this many jobs finished in this window;
 # with none, each job is assumed to take the fallback seconds.
@@ -279,6 +284,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Every limit the server enforces, from its own rules, and links from submit to status/cancel.
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "jobs.api.schema.declare_enforced_limits",
+    ],
 }
 
 # --- Celery ------------------------------------------------------------------------------
@@ -324,6 +334,18 @@ _derived_webhook_secret = (
 WEBHOOK_SECRETS = env.list(
     "WEBHOOK_SECRETS", default=[env.str("WEBHOOK_SECRET", default=_derived_webhook_secret)]
 )
+# Each API key and each anonymous job with a webhook has its own secret; these global ones
+# sign only deliveries whose receiver has none (recorded before receivers had their own).
+# During a key's secret rotation its deliveries carry the old and the new signature this long.
+WEBHOOK_SECRET_ROTATION_OVERLAP_SECONDS = env.int(
+    "WEBHOOK_SECRET_ROTATION_OVERLAP_SECONDS", default=24 * 3600
+)
+# Fernet keys that encrypt stored secrets (the first encrypts, all decrypt: list a new one
+# first to rotate). The fallback derives from SECRET_KEY: set it before changing SECRET_KEY.
+_derived_encryption_key = base64.urlsafe_b64encode(
+    hashlib.sha256(f"secret-encryption:{SECRET_KEY}".encode()).digest()
+).decode()
+SECRET_ENCRYPTION_KEYS = env.list("SECRET_ENCRYPTION_KEYS", default=[_derived_encryption_key])
 # Seconds before retry 1, 2, ... (each jittered by WEBHOOK_RETRY_JITTER); then the delivery fails.
 WEBHOOK_RETRY_SCHEDULE = env.list(
     "WEBHOOK_RETRY_SCHEDULE", cast=float, default=[5, 300, 1800, 7200, 18000, 36000]

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields
 SCHEDULER_NAMES: tuple[str, ...] = ("default", "pndm", "euler", "euler_a", "dpmpp_2m", "ddim")
 SEED_MAX = 2**32 - 1
 MAX_IMAGES_PER_JOB = 4
+# The VAE halves each side three times: sizes are whole multiples of 8.
+SIZE_MULTIPLE = 8
 # Requests equal in these can share one pipeline call.
 BATCH_KEY_FIELDS = ("width", "height", "steps", "guidance_scale", "scheduler")
 # Free text: whitespace runs are collapsed and emptiness is a rule, not a type error.
@@ -77,7 +79,7 @@ class ParameterLimits:
                 found.append((name, "prompt_too_long", f"Use at most {self.prompt_max_chars} characters."))
         for name, (low, high) in self.ranges().items():
             value = getattr(params, name)
-            if name in ("width", "height") and value % 8:
+            if name in ("width", "height") and value % SIZE_MULTIPLE:
                 found.append(
                     (name, "size_not_multiple_of_8", f"{name.capitalize()} must be a multiple of 8.")
                 )

@@ -12,10 +12,12 @@ class JobsConfig(AppConfig):
         from jobs.metrics import queue_gauges
         from jobs.models import TERMINAL_STATUSES
         from ops.metrics import register_gauges, register_job_statuses
+        from webhooks.services import receiver_secrets_register
 
         register_settings_check(self.label, settings_problems)
         register_job_statuses(active_job_counts=selectors.active_job_counts, terminal=TERMINAL_STATUSES)
         register_gauges(self.label, queue_gauges)
+        receiver_secrets_register(lambda job_id: selectors.job_webhook_secrets(job_id=job_id))
 
 
 def settings_problems() -> list[str]:

@@ -37,3 +37,13 @@ def queue_full(retry_after: int) -> ApplicationError:
     return ApplicationError(
         code="queue_full", message="Too many jobs are waiting; try again later.", retry_after=retry_after
     )
+
+
+def cancel_after_invalid(value: str, min_seconds: int, max_seconds: int) -> ApplicationError:
+    return ApplicationError(
+        code="cancel_after_invalid",
+        message=(
+            f"Cancel-After {value[:64]!r} is not a duration such as 90s, 5m or 1m30s "
+            f"from {min_seconds} to {max_seconds} seconds."
+        ),
+    )

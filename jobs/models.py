@@ -44,6 +44,7 @@ class FailureCode(models.TextChoices):
     INFERENCE_ERROR = "inference_error", "Inference error"
     WORKER_LOST = "worker_lost", "Worker lost"
     CANCELLED = "cancelled", "Cancelled"
+    DEADLINE_EXCEEDED = "deadline_exceeded", "Deadline exceeded"
 
 
 class GenerationJob(models.Model):
@@ -72,6 +73,9 @@ class GenerationJob(models.Model):
     # The key abuse control counted this job under (ratelimit.client_ip.client_network):
     # the address itself for IPv4, its /64 (configurable) for IPv6.
     client_network = models.CharField(max_length=64, blank=True, default="")
+    # What the fair queue and the aggregate active-job limit count it under (Caller.queue_account):
+    # an anonymous network's widest aggregate (ANON_AGGREGATE_PREFIXES_*), else client_network.
+    client_aggregate = models.CharField(max_length=64, blank=True, default="")
     # Set when submitted with an API key; client_network is then the key's account "key:<prefix>".
     api_key = models.ForeignKey(
         "ratelimit.ApiKey", null=True, blank=True, on_delete=models.SET_NULL, related_name="jobs"
@@ -83,6 +87,9 @@ class GenerationJob(models.Model):
     # Webhooks: where to POST the chosen events; checked by webhooks.services.
     webhook_url = models.CharField(max_length=2048, blank=True, default="")
     webhook_events = models.JSONField(default=list, blank=True)
+    # An anonymous job's own webhook signing secret, encrypted (core.stored_secrets), shown once
+    # in the submit's 202; a key's jobs are signed with the key's secret instead.
+    webhook_secret_encrypted = models.TextField(blank=True, default="", editable=False)
     # Set when the job was answered from an identical completed job's files, without GPU time.
     deduplicated_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="duplicates"
@@ -95,6 +102,8 @@ class GenerationJob(models.Model):
     )
     requeue_count = models.PositiveSmallIntegerField(default=0)
     results_deleted_at = models.DateTimeField(null=True, blank=True)
+    # The client's deadline (Cancel-After, deadline_seconds): unfinished then, it fails deadline_exceeded.
+    deadline_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -108,12 +117,15 @@ class GenerationJob(models.Model):
             models.Index(fields=["client_ip", "created_at"], name="job_client_created_idx"),
             models.Index(fields=["failure_code", "created_at"], name="job_failure_created_idx"),
             models.Index(fields=["client_network", "status"], name="job_network_status_idx"),
+            models.Index(fields=["client_aggregate", "status"], name="job_aggregate_status_idx"),
             # The admin: the unfiltered list (newest first), its date and worker filters; the
             # dashboard's counts and run-time percentiles by finish time.
             models.Index(fields=["created_at"], name="job_created_idx"),
             models.Index(fields=["worker_hostname", "created_at"], name="job_worker_created_idx"),
             models.Index(fields=["status", "finished_at"], name="job_status_finished_idx"),
             models.Index(fields=["seed", "status"], name="job_dedupe_lookup_idx"),
+            # The deadline sweep: active jobs past their deadline.
+            models.Index(fields=["status", "deadline_at"], name="job_status_deadline_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=JobStatus.values), name="job_status_valid"),

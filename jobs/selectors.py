@@ -17,8 +17,10 @@ from django.utils import timezone
 from config.celery import app as celery_app
 from config.celery import queue_pending_messages
 from core.redis import redis_client
+from core.stored_secrets import decrypt_secret
 from jobs.errors import job_not_found
 from jobs.models import ACTIVE_STATUSES, FailureCode, GenerationJob, JobStatus
+from ratelimit.selectors import api_key_webhook_secrets
 
 # A heartbeat key (a job's, or a GPU worker's liveness) outlives its refresh by this many
 # intervals, so one late beat is no death.
@@ -90,9 +92,10 @@ def queue_throughput() -> Throughput:
 def client_turn_order() -> list[str]:
     """Accounts with queued jobs, in the order the workers serve them (docs/queue.md).
 
-    An account is a job's ``client_network``: an API key's "key:<prefix>", or an anonymous
-    client's IPv4 address or IPv6 /64, so a host cannot take several turns by rotating through
-    the addresses it holds.
+    An account is a job's ``client_aggregate``: an API key's "key:<prefix>", or an anonymous
+    client's widest aggregate network (an IPv6 /48 by default; its IPv4 address or IPv6 /64
+    when no aggregates are set), so a host cannot take several turns by rotating through the
+    addresses it holds.
 
     Weighted fair: the account with the least compute served in the last
     ``FAIR_SHARE_WINDOW`` per unit of its weight goes first; ties go to the never served,
@@ -102,21 +105,23 @@ def client_turn_order() -> list[str]:
     queued = GenerationJob.objects.filter(status=JobStatus.QUEUED).order_by()
     waiting = {
         network: (oldest, weight)
-        for network, oldest, weight in queued.values("client_network")
+        for network, oldest, weight in queued.values("client_aggregate")
         .annotate(oldest=Min("created_at"), weight=Max("priority_weight"))
-        .values_list("client_network", "oldest", "weight")
+        .values_list("client_aggregate", "oldest", "weight")
     }
     served = GenerationJob.objects.filter(
-        client_network__in=list(waiting), started_at__isnull=False, deduplicated_from__isnull=True
+        client_aggregate__in=list(waiting), started_at__isnull=False, deduplicated_from__isnull=True
     ).order_by()
     last_served = dict(
-        served.values("client_network").annotate(last=Max("started_at")).values_list("client_network", "last")
+        served.values("client_aggregate")
+        .annotate(last=Max("started_at"))
+        .values_list("client_aggregate", "last")
     )
     served_units = dict(
         served.filter(started_at__gte=timezone.now() - FAIR_SHARE_WINDOW)
-        .values("client_network")
+        .values("client_aggregate")
         .annotate(units=Sum("cost_units"))
-        .values_list("client_network", "units")
+        .values_list("client_aggregate", "units")
     )
 
     def turn(network: str) -> tuple[float, bool, datetime, datetime]:
@@ -139,14 +144,17 @@ def job_queue_position(*, job: GenerationJob) -> int | None:
     if job.status != JobStatus.QUEUED:
         return None
     queued = GenerationJob.objects.filter(status=JobStatus.QUEUED)
-    earlier_own = queued.filter(client_network=job.client_network, created_at__lt=job.created_at).count()
+    earlier_own = queued.filter(client_aggregate=job.client_aggregate, created_at__lt=job.created_at).count()
     counts = dict(
-        queued.order_by().values("client_network").annotate(n=Count("id")).values_list("client_network", "n")
+        queued.order_by()
+        .values("client_aggregate")
+        .annotate(n=Count("id"))
+        .values_list("client_aggregate", "n")
     )
     ahead = earlier_own
     before_own_turn = True
     for network in client_turn_order():
-        if network == job.client_network:
+        if network == job.client_aggregate:
             before_own_turn = False
             continue
         ahead += min(counts.get(network, 0), earlier_own + 1 if before_own_turn else earlier_own)
@@ -457,3 +465,19 @@ def queue_history(*, buckets: int = 12, span: timedelta = timedelta(hours=1)) ->
         queue_depth=[counts[f"waiting_{i}"] for i in range(buckets)],
         failures=failures,
     )
+
+
+def job_webhook_secrets(*, job_id: uuid.UUID | str) -> list[str]:
+    """The secrets that sign this job's webhook deliveries now: its key's (both during a
+    rotation's overlap), or its own for an anonymous job; empty for one from before either."""
+    job = GenerationJob.objects.select_related("api_key").filter(pk=job_id).first()
+    if job is None:
+        return []
+    if job.api_key is not None:
+        return api_key_webhook_secrets(api_key=job.api_key)
+    return [decrypt_secret(job.webhook_secret_encrypted)] if job.webhook_secret_encrypted else []
+
+
+def job_own_webhook_secret(*, job: GenerationJob) -> str | None:
+    """An anonymous job's own webhook secret, for its submit's answer only; None for others."""
+    return decrypt_secret(job.webhook_secret_encrypted) if job.webhook_secret_encrypted else None

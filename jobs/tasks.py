@@ -59,11 +59,12 @@ def generate_task(self: Any) -> None:
 
 @shared_task(name="jobs.tasks.reap_stale_jobs_task")
 def reap_stale_jobs_task() -> None:
-    """Beat's periodic sweep (on the ``maintenance`` queue, never ``gpu``): stuck jobs, lost
-    wake-ups, expired result files."""
+    """Beat's periodic sweep (on the ``maintenance`` queue, never ``gpu``): stuck jobs, jobs past
+    their deadline, lost wake-ups, expired result files."""
     from jobs import services
 
     reaped = services.reap_stale_jobs()
+    overdue = services.jobs_fail_overdue()
     republished = services.republish_queued_jobs()
     deleted = services.delete_expired_results()
     log_event(
@@ -71,6 +72,7 @@ def reap_stale_jobs_task() -> None:
         "reaper_ran",
         requeued=reaped.requeued,
         failed=reaped.failed,
+        deadlines_exceeded=overdue,
         republished=republished,
         files_deleted=deleted,
     )

@@ -25,11 +25,19 @@ def parameter_defaults() -> dict[str, Any]:
 
 
 def submitted_parameters(given: dict[str, Any]) -> GenerationParameters:
-    """The parameters a client asked for, None meaning "the default" (a random seed for ``seed``)."""
+    """The parameters a client asked for, None meaning "the default" (a random seed for ``seed``).
+    A text is measured as sent, before its whitespace is collapsed, as the API schema says."""
     values: dict[str, Any] = {
         **parameter_defaults(),
         **{name: value for name, value in given.items() if value is not None},
     }
+    max_chars = job_limits().prompt_max_chars
+    too_long = [name for name in TEXT_PARAMETERS if len(values.get(name) or "") > max_chars]
+    if too_long:
+        message = f"Use at most {max_chars} characters."
+        raise invalid_parameters(
+            {name: [FieldError(code="prompt_too_long", message=message)] for name in too_long}
+        )
     texts = {name: normalise_prompt(values[name]) for name in TEXT_PARAMETERS if name in values}
     return GenerationParameters(**{**values, **texts})
 

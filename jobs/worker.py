@@ -7,11 +7,13 @@ import io
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 
 import redis
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.utils import timezone
 from PIL import Image, PngImagePlugin
 
 from core.errors import ApplicationError
@@ -27,7 +29,7 @@ _engine: Engine | None = None
 
 
 class AllJobsCancelled(Exception):
-    """Every job of the running batch was cancelled: stop the pipeline now."""
+    """Every job of the running batch was cancelled or is past its deadline: stop the pipeline now."""
 
 
 def get_engine() -> Engine:
@@ -102,12 +104,22 @@ class WorkerLiveness:
 
 class ProgressReporter:
     """Writes progress at most every ``min_steps`` steps and ``min_seconds`` seconds, and checks
-    the cancel flags on every step. A check Redis does not answer counts as "not cancelled":
-    a cancelled job's result is still refused when it is stored (``job_complete``)."""
+    the cancel flags and the deadlines on every step, failing a job past its deadline
+    ``deadline_exceeded``. A check Redis does not answer counts as "not cancelled": a
+    cancelled job's result is still refused when it is stored (``job_complete``)."""
 
-    def __init__(self, job_ids: Sequence[services.JobId], *, min_steps: int, min_seconds: float) -> None:
+    def __init__(
+        self,
+        job_ids: Sequence[services.JobId],
+        *,
+        min_steps: int,
+        min_seconds: float,
+        deadlines: Mapping[str, datetime] | None = None,
+    ) -> None:
         self.job_ids = [str(job_id) for job_id in job_ids]
         self.cancelled: set[str] = set()
+        self.expired: set[str] = set()
+        self._deadlines = dict(deadlines or {})
         self._min_steps = min_steps
         self._min_seconds = min_seconds
         self._last_step = 0
@@ -121,13 +133,23 @@ class ProgressReporter:
             if not self._cancel_check_failed:
                 log_event(logger.warning, "cancel_check_failed", jobs=len(self.job_ids), error=error)
             self._cancel_check_failed = True
-        if len(self.cancelled) == len(self.job_ids):
+        self._end_jobs_past_deadline()
+        if len(self.cancelled | self.expired) == len(self.job_ids):
             raise AllJobsCancelled
         now = time.monotonic()
         due = step - self._last_step >= self._min_steps and now - self._last_time >= self._min_seconds
         if due or step == total:
             services.job_record_progress(job_ids=self.job_ids, step=step, total=total)
             self._last_step, self._last_time = step, now
+
+    def _end_jobs_past_deadline(self) -> None:
+        now = timezone.now()
+        for job_id, deadline in list(self._deadlines.items()):
+            if deadline <= now:
+                # Moved or not (cancelled, or already failed by the sweep), it is over for this batch.
+                services.job_fail_deadline_exceeded(job_id=job_id)
+                self.expired.add(job_id)
+                del self._deadlines[job_id]
 
 
 def encode_png(image: Image.Image, *, job: GenerationJob, seed: int) -> bytes:
@@ -166,6 +188,7 @@ def run_batch(jobs: Sequence[GenerationJob]) -> None:
         [job.pk for job in jobs],
         min_steps=settings.PROGRESS_MIN_STEPS,
         min_seconds=settings.PROGRESS_MIN_SECONDS,
+        deadlines={str(job.pk): job.deadline_at for job in jobs if job.deadline_at is not None},
     )
     try:
         results = get_engine().generate([job.parameters for job in jobs], on_step=reporter)

@@ -28,6 +28,17 @@ class BlockedNetworkAdmin(admin.ModelAdmin):
 
 
 API_KEY_POLICY_FIELDS = ("submit_rate", "max_active_jobs", "daily_budget_units", "max_job_units", "weight")
+# Shown, never edited: they change only through ratelimit.services.
+API_KEY_RECORD_FIELDS = (
+    "prefix",
+    "created_at",
+    "rotated_at",
+    "webhook_secret_rotated_at",
+    "previous_webhook_secret_until",
+    "revoked_at",
+    "last_used_at",
+    "usage_this_week",
+)
 
 
 @admin.register(ApiKey)
@@ -38,18 +49,9 @@ class ApiKeyAdmin(admin.ModelAdmin):
     list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     search_fields = ("name", "prefix")
-    fields = (
-        "name",
-        *API_KEY_POLICY_FIELDS,
-        "prefix",
-        "created_at",
-        "rotated_at",
-        "revoked_at",
-        "last_used_at",
-        "usage_this_week",
-    )
-    readonly_fields = ("prefix", "created_at", "rotated_at", "revoked_at", "last_used_at", "usage_this_week")
-    actions = ("rotate_keys", "revoke_keys")
+    fields = ("name", *API_KEY_POLICY_FIELDS, *API_KEY_RECORD_FIELDS)
+    readonly_fields = API_KEY_RECORD_FIELDS
+    actions = ("rotate_keys", "rotate_webhook_secrets", "revoke_keys")
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
         # Revoke instead: the key's jobs and usage keep pointing at it.
@@ -59,12 +61,16 @@ class ApiKeyAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        created, plain = services.api_key_create(
+        issued = services.api_key_create(
             name=obj.name, **{name: getattr(obj, name) for name in API_KEY_POLICY_FIELDS}
         )
-        obj.pk = created.pk
+        obj.pk = issued.api_key.pk
         obj.refresh_from_db()
-        messages.warning(request, f"The key {obj.name!r}, shown only this once: {plain}")
+        messages.warning(
+            request,
+            f"The key {obj.name!r}, shown only this once: {issued.key} — "
+            f"and its webhook signing secret: {issued.webhook_secret}",
+        )
 
     @admin.display(description="Usage, last 7 days")
     def usage_this_week(self, obj: ApiKey) -> str:
@@ -82,6 +88,14 @@ class ApiKeyAdmin(admin.ModelAdmin):
         for api_key in queryset:
             plain = services.api_key_rotate(api_key=api_key)
             messages.warning(request, f"The new key of {api_key.name!r}, shown only this once: {plain}")
+
+    @admin.action(description="Rotate the selected keys' webhook secrets (the old ones sign for the overlap)")
+    def rotate_webhook_secrets(self, request: HttpRequest, queryset: Any) -> None:
+        for api_key in queryset:
+            secret = services.api_key_rotate_webhook_secret(api_key=api_key)
+            messages.warning(
+                request, f"The new webhook secret of {api_key.name!r}, shown only this once: {secret}"
+            )
 
     @admin.action(description="Revoke the selected keys")
     def revoke_keys(self, request: HttpRequest, queryset: Any) -> None:
@@ -116,7 +130,7 @@ class ClientUsageAdmin(ReadOnlyModelAdmin):
         since = usage_period_start(period="week" if period == "week" else "today")
         context = {
             **self.admin_site.each_context(request),
-            "title": "Usage per IP",
+            "title": "Usage per network or API key",
             "opts": self.model._meta,
             "periods": USAGE_PERIODS,
             "period": period,

@@ -20,6 +20,7 @@ class CallerPolicy:
     daily_budget_units: int
     max_job_units: int
     weight: float  # share of served compute in the fair queue
+    aggregate_max_active_jobs: int = 0  # held by the widest aggregate network as a whole
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +32,12 @@ class Caller:
     api_key_id: int | None = None
     # Wider networks that hold the same rate, quota and budget limits in aggregate.
     aggregates: tuple[str, ...] = ()
+
+    @property
+    def queue_account(self) -> str:
+        """What the fair queue and the aggregate active-job limit count this caller under: its
+        widest aggregate network, so the /64s of one allocation take one turn between them."""
+        return self.aggregates[-1] if self.aggregates else self.account
 
 
 def anonymous_caller(client_ip: str) -> Caller:
@@ -45,6 +52,7 @@ def anonymous_caller(client_ip: str) -> Caller:
             daily_budget_units=settings.ANON_DAILY_BUDGET_UNITS,
             max_job_units=settings.ANON_MAX_JOB_UNITS,
             weight=1.0,
+            aggregate_max_active_jobs=settings.ANON_AGGREGATE_MAX_ACTIVE_JOBS,
         ),
     )
 

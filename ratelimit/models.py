@@ -73,8 +73,8 @@ class ClientUsage(models.Model):
 
     class Meta:
         ordering = ("-day", "network")
-        verbose_name = "usage per IP"
-        verbose_name_plural = "usage per IP"
+        verbose_name = "usage per network or key"
+        verbose_name_plural = "usage per network or key"
         indexes = [models.Index(fields=["day", "network"], name="usage_day_network_idx")]
         constraints = [models.UniqueConstraint(fields=["network", "day"], name="usage_network_day_unique")]
 
@@ -105,6 +105,12 @@ class ApiKey(models.Model):
     rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
     revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # The key's own Standard Webhooks secret, encrypted (core.stored_secrets); after a rotation
+    # the previous one also signs until previous_webhook_secret_until.
+    webhook_secret_encrypted = models.TextField(blank=True, default="", editable=False)
+    previous_webhook_secret_encrypted = models.TextField(blank=True, default="", editable=False)
+    previous_webhook_secret_until = models.DateTimeField(null=True, blank=True, editable=False)
+    webhook_secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ("-created_at",)

@@ -15,10 +15,12 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from core.redis import redis_client
+from core.stored_secrets import decrypt_secret
 from ratelimit.client_ip import parse_ip
 from ratelimit.models import (
     API_KEY_ACCOUNT_PREFIX,
     MILLIUNITS_PER_UNIT,
+    ApiKey,
     BlockedNetwork,
     ClientNetwork,
     ClientUsage,
@@ -173,3 +175,13 @@ def _refusals_since(*, since: date) -> dict[str, dict[str, int]]:
             if kind in REFUSAL_KINDS:
                 counts[network][kind] = counts[network].get(kind, 0) + int(raw_count)
     return dict(counts)
+
+
+def api_key_webhook_secrets(*, api_key: ApiKey) -> list[str]:
+    """The secrets that sign this key's webhook deliveries now: its own, and the previous one
+    while a rotation's overlap lasts. Empty for a key made before keys had their own."""
+    live = [api_key.webhook_secret_encrypted]
+    until = api_key.previous_webhook_secret_until
+    if until is not None and until > timezone.now():
+        live.append(api_key.previous_webhook_secret_encrypted)
+    return [decrypt_secret(token) for token in live if token]

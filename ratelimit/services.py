@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from django.conf import settings
 from django.db import models, transaction
@@ -27,6 +27,7 @@ from django_ratelimit.core import get_usage
 from core.errors import ApplicationError
 from core.logging import log_event
 from core.redis import redis_client
+from core.stored_secrets import encrypt_secret, new_webhook_secret
 from ops.metrics import record_rate_limit_hit
 from ratelimit.callers import Caller, CallerPolicy
 from ratelimit.client_ip import client_network, normalise_network, parse_ip
@@ -58,14 +59,16 @@ def submission_admitted(
 ) -> Iterator[str]:
     """Refuses a submission that breaks a limit of ``caller`` (an ``ApplicationError``), else
     opens the transaction the job must be written in and yields the account to store on it.
-    ``count_active_jobs(account)`` is the caller's count of that account's queued or running jobs.
+    ``count_active_jobs(account)`` is the caller's count of queued or running jobs of that
+    account or aggregate (``Caller.queue_account``).
     ``check_after_limits`` runs once the blocklist and rate limit let the caller through, before
     the transaction: a slow check (a webhook host's name lookup) that a refused caller never
     reaches and that holds no lock while it waits.
 
-    The active-job check runs in that same transaction after locking the account's
-    ``ClientNetwork`` row, so two concurrent submits of one caller are admitted one after the
-    other (PostgreSQL: the UPDATE's row lock; SQLite: IMMEDIATE transactions serialise writers).
+    The active-job checks (the account's, and its widest aggregate's) run in that same
+    transaction after locking their ``ClientNetwork`` rows, aggregate first, so two concurrent
+    submits of one caller or one aggregate are admitted one after the other (PostgreSQL: the
+    UPDATE's row lock; SQLite: IMMEDIATE transactions serialise writers).
     The daily budget is reserved by a conditional UPDATE of the day's usage row, so concurrent
     submits can never spend more than it, whatever the interleaving.
     """
@@ -85,10 +88,17 @@ def submission_admitted(
     if check_after_limits is not None:
         check_after_limits()
     with transaction.atomic():
+        aggregate = caller.queue_account if caller.queue_account != caller.account else None
+        if aggregate is not None:
+            _lock_client_network(network=aggregate)
         _lock_client_network(network=caller.account)
         _refuse_if_too_many_active(
             network=caller.account, limit=policy.max_active_jobs, count_active_jobs=count_active_jobs
         )
+        if aggregate is not None:
+            _refuse_if_too_many_active(
+                network=aggregate, limit=policy.aggregate_max_active_jobs, count_active_jobs=count_active_jobs
+            )
         for account in (caller.account, *caller.aggregates):
             _count_submission(network=account, policy=policy, cost_units=cost_units)
         yield caller.account
@@ -142,16 +152,32 @@ def unblock_ip(*, ip_or_cidr: str) -> bool:
     return bool(deleted)
 
 
-def api_key_create(*, name: str, **policy: Any) -> tuple[ApiKey, str]:
-    """A new key and its plain text, which is shown once and never stored. Raises Django's
-    ValidationError for a policy the model does not accept."""
+class IssuedApiKey(NamedTuple):
+    """A key as made or re-made: its row, and the secrets shown this once and never again."""
+
+    api_key: ApiKey
+    key: str
+    webhook_secret: str
+
+
+def api_key_create(*, name: str, **policy: Any) -> IssuedApiKey:
+    """A new key, its plain text (stored only hashed) and its own webhook signing secret (stored
+    encrypted), both shown once. Raises Django's ValidationError for a policy the model does not
+    accept."""
     prefix = secrets.token_hex(API_KEY_PREFIX_BYTES)
     plain = _new_plain_key(prefix)
-    api_key = ApiKey(name=name, prefix=prefix, secret_hash=_key_hash(plain), **policy)
+    webhook_secret = new_webhook_secret()
+    api_key = ApiKey(
+        name=name,
+        prefix=prefix,
+        secret_hash=_key_hash(plain),
+        webhook_secret_encrypted=encrypt_secret(webhook_secret),
+        **policy,
+    )
     api_key.full_clean()
     api_key.save()
     log_event(logger.info, "api_key_created", api_key=prefix, name=name)
-    return api_key, plain
+    return IssuedApiKey(api_key=api_key, key=plain, webhook_secret=webhook_secret)
 
 
 def api_key_rotate(*, api_key: ApiKey) -> str:
@@ -161,6 +187,31 @@ def api_key_rotate(*, api_key: ApiKey) -> str:
     api_key.save(update_fields=["secret_hash", "rotated_at", "updated_at"])
     log_event(logger.info, "api_key_rotated", api_key=api_key.prefix)
     return plain
+
+
+def api_key_rotate_webhook_secret(*, api_key: ApiKey, overlap_seconds: int | None = None) -> str:
+    """A new webhook secret for the key, shown once. For ``overlap_seconds`` (default
+    ``WEBHOOK_SECRET_ROTATION_OVERLAP_SECONDS``) deliveries carry the old signature too, so
+    its receiver can switch without refusing an event; a key without one just gets one."""
+    overlap = settings.WEBHOOK_SECRET_ROTATION_OVERLAP_SECONDS if overlap_seconds is None else overlap_seconds
+    webhook_secret = new_webhook_secret()
+    now = timezone.now()
+    previous = api_key.webhook_secret_encrypted if overlap > 0 else ""
+    api_key.previous_webhook_secret_encrypted = previous
+    api_key.previous_webhook_secret_until = now + timedelta(seconds=overlap) if previous else None
+    api_key.webhook_secret_encrypted = encrypt_secret(webhook_secret)
+    api_key.webhook_secret_rotated_at = now
+    api_key.save(
+        update_fields=[
+            "webhook_secret_encrypted",
+            "previous_webhook_secret_encrypted",
+            "previous_webhook_secret_until",
+            "webhook_secret_rotated_at",
+            "updated_at",
+        ]
+    )
+    log_event(logger.info, "api_key_webhook_secret_rotated", api_key=api_key.prefix, overlap_seconds=overlap)
+    return webhook_secret
 
 
 def api_key_revoke(*, api_key: ApiKey) -> None:

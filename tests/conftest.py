@@ -59,6 +59,7 @@ def abuse_limits_relaxed(settings: Any) -> Iterator[None]:
     test. Redis-held limit state and refusal counters start empty in every test."""
     settings.SUBMIT_RATE = "1000/m"
     settings.SUBMIT_MAX_ACTIVE_JOBS = 1000
+    settings.ANON_AGGREGATE_MAX_ACTIVE_JOBS = 1000
     settings.STATUS_POLL_RATE = "1000/m"
     clear_abuse_state()
     yield

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from generator import GenerationParameters
 from jobs.models import FailureCode, GenerationJob, JobImage, JobStatus
+from ratelimit.callers import anonymous_caller
 from ratelimit.client_ip import client_network
 from webhooks.models import WebhookDelivery, WebhookEvent
 
@@ -39,6 +40,14 @@ class GenerationJobFactory(factory.django.DjangoModelFactory):
     model_name = factory.LazyFunction(lambda: settings.GENERATOR_MODEL)
     client_ip = "203.0.113.7"
     client_network = factory.LazyAttribute(lambda o: client_network(o.client_ip))
+    # A test that names its own account (a key's, say) queues under it; else as the address would.
+    client_aggregate = factory.LazyAttribute(
+        lambda o: (
+            o.client_network
+            if o.client_network != client_network(o.client_ip)
+            else anonymous_caller(o.client_ip).queue_account
+        )
+    )
     status = JobStatus.QUEUED
 
     class Params:

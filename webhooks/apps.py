@@ -16,9 +16,10 @@ class WebhooksConfig(AppConfig):
 
 
 def settings_problems() -> list[str]:
+    from core.stored_secrets import encryption_key_problems
     from webhooks.signing import secret_key
 
-    problems = []
+    problems = encryption_key_problems(settings.SECRET_ENCRYPTION_KEYS)
     for secret in settings.WEBHOOK_SECRETS:
         try:
             secret_key(secret)

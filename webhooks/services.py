@@ -11,7 +11,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -127,11 +127,34 @@ def webhook_destination_check(*, url: str) -> None:
         raise webhook_url_forbidden("Its host name does not resolve.") from None
 
 
+def receiver_secrets_register(lookup: Callable[[uuid.UUID | str], Sequence[str]]) -> None:
+    """How to find the secrets of a job's receiver (its API key's, or the job's own); the jobs
+    app registers it at start, since this app knows no jobs."""
+    global _receiver_secrets
+    _receiver_secrets = lookup
+
+
+_receiver_secrets: Callable[[uuid.UUID | str], Sequence[str]] | None = None
+
+
+def delivery_signing_secrets(delivery: WebhookDelivery) -> Sequence[str]:
+    """The receiver's own secrets, read at each attempt so a rotation applies to retries too;
+    ``WEBHOOK_SECRETS`` only for a receiver that has none (from before receivers had their own)."""
+    own = _receiver_secrets(delivery.job_id) if _receiver_secrets is not None else ()
+    return own or settings.WEBHOOK_SECRETS
+
+
 def webhook_delivery_create(*, job_id: uuid.UUID | str, url: str, event: str, data: object) -> None:
     """Records the delivery of ``event`` with the job's status shape ``data`` and sends its first
-    attempt; the jobs app calls it once the job's transaction has committed."""
+    attempt; the jobs app calls it once the job's transaction has committed. The signed payload
+    names its destination, so a receiver can refuse an event replayed to it from another."""
     now = timezone.now()
-    payload = {"type": f"job.{event}", "timestamp": now.isoformat().replace("+00:00", "Z"), "data": data}
+    payload = {
+        "type": f"job.{event}",
+        "timestamp": now.isoformat().replace("+00:00", "Z"),
+        "webhook_url": url,
+        "data": data,
+    }
     delivery = WebhookDelivery.objects.create(
         job_id=job_id,
         event=event,
@@ -184,7 +207,10 @@ def _post(delivery: WebhookDelivery) -> AttemptResult:
         "webhook-id": delivery.webhook_id,
         "webhook-timestamp": str(timestamp),
         "webhook-signature": signature_header(
-            secrets=settings.WEBHOOK_SECRETS, webhook_id=delivery.webhook_id, timestamp=timestamp, body=body
+            secrets=delivery_signing_secrets(delivery),
+            webhook_id=delivery.webhook_id,
+            timestamp=timestamp,
+            body=body,
         ),
     }
     try:

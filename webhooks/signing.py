@@ -10,15 +10,15 @@ from datetime import UTC, datetime
 
 from standardwebhooks.webhooks import Webhook
 
-SECRET_PREFIX = "whsec_"
+from core.stored_secrets import WEBHOOK_SECRET_PREFIX
 
 
 def secret_key(secret: str) -> bytes:
     """The HMAC key of a ``whsec_`` secret; ValueError for anything else."""
-    if not secret.startswith(SECRET_PREFIX):
-        raise ValueError(f"A webhook secret must start with {SECRET_PREFIX!r}.")
+    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
+        raise ValueError(f"A webhook secret must start with {WEBHOOK_SECRET_PREFIX!r}.")
     try:
-        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+        key = base64.b64decode(secret.removeprefix(WEBHOOK_SECRET_PREFIX), validate=True)
     except binascii.Error:
         raise ValueError("A webhook secret must be base64 after its prefix.") from None
     if len(key) < 24:

@@ -29,12 +29,39 @@ def absolute_url(url: str, context: Mapping[str, Any]) -> str:
     return url
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string only, as the schema says; DRF alone would take 12 for "12"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer only; DRF alone would take "12" and 12.0."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return int(super().to_internal_value(data))
+
+
+class StrictFloatField(serializers.FloatField):
+    """A JSON number only; DRF alone would take "1.5" and true."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return float(super().to_internal_value(data))
+
+
 # The DRF field for each GenerationParameters type.
 INPUT_FIELD_CLASSES: dict[object, type[serializers.Field]] = {
-    str: serializers.CharField,
-    int: serializers.IntegerField,
-    int | None: serializers.IntegerField,
-    float: serializers.FloatField,
+    str: StrictCharField,
+    int: StrictIntegerField,
+    int | None: StrictIntegerField,
+    float: StrictFloatField,
 }
 
 
@@ -57,8 +84,13 @@ def parameter_input_fields() -> dict[str, serializers.Field]:
 
 
 class JobSubmitInputSerializer(serializers.Serializer):
-    webhook_url = serializers.CharField(required=False, allow_blank=True, default="")
-    webhook_events = serializers.ListField(child=serializers.CharField(), required=False)
+    webhook_url = StrictCharField(required=False, allow_blank=True, default="")
+    webhook_events = serializers.ListField(child=StrictCharField(), required=False)
+    deadline_seconds = StrictIntegerField(
+        required=False,
+        allow_null=True,
+        help_text="Seconds from now; a job not finished by then fails `deadline_exceeded`. Also `Cancel-After`.",
+    )
 
     def get_fields(self) -> dict[str, serializers.Field]:
         return {**parameter_input_fields(), **super().get_fields()}
@@ -72,7 +104,10 @@ class ProgressSerializer(serializers.Serializer):
 
 class FailureSerializer(serializers.Serializer):
     code = serializers.CharField(
-        help_text="invalid_prompt, timeout, out_of_memory, inference_error, worker_lost or cancelled."
+        help_text=(
+            "invalid_prompt, timeout, out_of_memory, inference_error, worker_lost, cancelled "
+            "or deadline_exceeded."
+        )
     )
     message = serializers.CharField()
 
@@ -115,6 +150,9 @@ class JobSerializer(serializers.ModelSerializer):
     cost_units = serializers.FloatField(
         read_only=True, help_text="Compute units this job costs (512x512, 25 steps, 1 image = 1)."
     )
+    deadline_at = serializers.DateTimeField(
+        read_only=True, allow_null=True, help_text="Unfinished by then, the job fails `deadline_exceeded`."
+    )
 
     class Meta:
         model = GenerationJob
@@ -124,6 +162,7 @@ class JobSerializer(serializers.ModelSerializer):
             "status_url",
             *PARAMETER_NAMES,
             "cost_units",
+            "deadline_at",
             "progress",
             "queue",
             "deduplicated",
@@ -185,6 +224,25 @@ class JobSerializer(serializers.ModelSerializer):
     )
     def get_deduplicated(self, job: GenerationJob) -> bool:
         return job.deduplicated_from_id is not None
+
+
+class JobSubmittedSerializer(JobSerializer):
+    """The submit's answer: the job, and once only, an anonymous webhook receiver's secret."""
+
+    webhook_secret = serializers.SerializerMethodField(
+        help_text=(
+            "An anonymous submit with `webhook_url`: the Standard Webhooks secret (`whsec_…`) its "
+            "deliveries are signed with, shown in this answer only (and a replay of it with the same "
+            "`Idempotency-Key`). Null with an API key (its own secret signs) or without a webhook."
+        )
+    )
+
+    class Meta(JobSerializer.Meta):
+        fields = (*JobSerializer.Meta.fields, "webhook_secret")
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_webhook_secret(self, job: GenerationJob) -> str | None:
+        return selectors.job_own_webhook_secret(job=job)
 
 
 class FieldErrorSerializer(serializers.Serializer):

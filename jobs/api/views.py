@@ -16,7 +16,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import selectors, services
-from jobs.api.serializers import ErrorSerializer, JobSerializer, JobSubmitInputSerializer
+from jobs.api.serializers import (
+    ErrorSerializer,
+    JobSerializer,
+    JobSubmitInputSerializer,
+    JobSubmittedSerializer,
+)
+from jobs.deadlines import CANCEL_AFTER_PATTERN
 from ratelimit.authentication import request_caller
 from ratelimit.client_ip import client_ip
 from ratelimit.services import enforce_status_poll_limit
@@ -81,16 +87,28 @@ class JobListView(APIView):
                 description="1-255 printable ASCII characters; makes retrying a submit safe.",
                 pattern=r"^[ -~]{1,255}$",
             ),
+            OpenApiParameter(
+                "Cancel-After",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description=(
+                    "A deadline as a Go duration (`90s`, `5m`, `1m30s`), at least 1 second and at most "
+                    "`JOB_DEADLINE_MAX_SECONDS`: a job not finished by then fails `deadline_exceeded`, "
+                    "queued or running. With `deadline_seconds` too, the earlier one applies."
+                ),
+                pattern=CANCEL_AFTER_PATTERN,
+            ),
             response_header("Location", "The job's status URL.", statuses=[202]),
             RETRY_AFTER,
         ],
         responses={
-            202: JobSerializer,
+            202: JobSubmittedSerializer,
             400: error_response(
                 "`validation_error` (with `fields`; field codes: required, invalid, prompt_empty, "
                 "prompt_too_long, size_not_multiple_of_8, size_out_of_range, steps_out_of_range, "
                 "guidance_out_of_range, seed_out_of_range, scheduler_unknown, num_images_out_of_range, "
-                "webhook_event_unknown, webhook_url_too_long, cost_out_of_range), `webhook_url_forbidden`, "
+                "webhook_event_unknown, webhook_url_too_long, cost_out_of_range, deadline_out_of_range), "
+                "`cancel_after_invalid`, `webhook_url_forbidden`, "
                 "`job_too_expensive` (with `cost_units` and `max_job_units`), "
                 "`idempotency_key_invalid` or `parse_error`."
             ),
@@ -114,9 +132,10 @@ class JobListView(APIView):
             client_ip=caller.client_ip,
             caller=caller,
             idempotency_key=request.headers.get("Idempotency-Key"),
+            cancel_after=request.headers.get("Cancel-After"),
             **serializer.validated_data,
         )
-        body = JobSerializer(job, context={"request": request}).data
+        body = JobSubmittedSerializer(job, context={"request": request}).data
         return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": body["status_url"]})
 
 

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from django.db.models import Q
 from django.utils import timezone
 
 from core.logging import log_event
@@ -13,6 +14,7 @@ from generator.parameters import BATCH_KEY_FIELDS
 from jobs import selectors
 from jobs.errors import job_already_finished, job_not_found
 from jobs.models import FailureCode, GenerationJob, JobStatus
+from jobs.services.deadline import jobs_fail_overdue
 from jobs.services.finish import job_finished
 from jobs.services.liveness import job_flag_cancelled
 from jobs.services.notify import webhook_event_enqueue
@@ -40,14 +42,16 @@ def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
     the client whose turn it is, and compatible jobs fill the batch in the same turn order.
     Compatible means one pipeline call can serve them all: same model, size, steps, guidance
     and scheduler. Each claim is a conditional UPDATE, so two workers never share a job; a
-    worker that loses the head to another reads the turn order again.
+    worker that loses the head to another reads the turn order again. Queued jobs past their
+    deadline are failed ``deadline_exceeded`` first and never claimed.
     """
     queued = GenerationJob.objects.filter(status=JobStatus.QUEUED)
     for _attempt in range(CLAIM_ATTEMPTS):
+        jobs_fail_overdue(statuses=(JobStatus.QUEUED,))
         turn_order = selectors.client_turn_order()
         if not turn_order:
             return ClaimedBatch(jobs=[])
-        head = queued.filter(client_network=turn_order[0]).order_by("created_at").first()
+        head = queued.filter(client_aggregate=turn_order[0]).order_by("created_at").first()
         if head is None:
             continue
         compatible = queued.filter(
@@ -58,12 +62,15 @@ def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
         claimed: list[GenerationJob] = []
         images = 0
         now = timezone.now()
+        # A deadline that passed since the sweep above: the next attempt's sweep fails that job.
+        within_deadline = Q(deadline_at__isnull=True) | Q(deadline_at__gt=now)
         for candidate in candidates:
             if claimed and images + candidate.num_images > max_images:
                 continue
             if transition_job(
                 job_id=candidate.pk,
                 to=JobStatus.RUNNING,
+                where=within_deadline,
                 started_at=now,
                 worker_hostname=worker_hostname,
                 progress_step=0,
@@ -92,9 +99,9 @@ def _in_turns(jobs: Sequence[GenerationJob], turn_order: Sequence[str]) -> list[
     seen: dict[str, int] = {}
     keyed = []
     for job in jobs:
-        nth = seen.get(job.client_network, 0)
-        seen[job.client_network] = nth + 1
-        keyed.append(((nth, rank.get(job.client_network, len(rank))), job))
+        nth = seen.get(job.client_aggregate, 0)
+        seen[job.client_aggregate] = nth + 1
+        keyed.append(((nth, rank.get(job.client_aggregate, len(rank))), job))
     return [job for _key, job in sorted(keyed, key=lambda item: item[0])]
 
 

@@ -20,10 +20,12 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from core.logging import log_event
+from core.stored_secrets import encrypt_secret, new_webhook_secret
 from generator import GenerationParameters
 from generator.parameters import SEED_MAX
 from jobs import selectors
 from jobs.cost import job_cost_units
+from jobs.deadlines import deadline_at
 from jobs.errors import (
     idempotency_conflict,
     idempotency_key_invalid,
@@ -54,6 +56,8 @@ def job_submit(
     retry_of: GenerationJob | None = None,
     idempotency_key: str | None = None,
     caller: Caller | None = None,
+    cancel_after: str | None = None,
+    deadline_seconds: int | None = None,
     **parameters: Any,
 ) -> GenerationJob:
     """Validates and stores the job as ``queued``, waking a GPU worker once it is committed.
@@ -63,6 +67,7 @@ def job_submit(
     With an ``idempotency_key`` already used by this client for the same parameters, returns
     that key's job instead. A request identical to a completed one, explicit seed included, is
     stored ``completed`` at once with that job's files (see ``JOB_DEDUPE``).
+    ``cancel_after`` (a Go duration) and ``deadline_seconds`` set its deadline (jobs.deadlines).
     """
     params = submitted_parameters(parameters)
     validate_parameters(params)
@@ -75,15 +80,21 @@ def job_submit(
         model=settings.GENERATOR_MODEL,
     )
     caller = caller or anonymous_caller(client_ip)
+    deadline = deadline_at(now=timezone.now(), cancel_after=cancel_after, deadline_seconds=deadline_seconds)
     webhook_url, webhook_events = webhook_subscription_clean(url=webhook_url, events=webhook_events)
     webhook = {"webhook_url": webhook_url, "webhook_events": webhook_events}
+    # An anonymous receiver's own secret; a key's receiver has the key's (ratelimit.ApiKey).
+    webhook_secret = new_webhook_secret() if webhook_url and caller.api_key_id is None else ""
     # Stored on the job however it is answered; they do not decide the picture.
     stored = {
         **webhook,
         "retry_of": retry_of,
         "api_key_id": caller.api_key_id,
+        "client_aggregate": caller.queue_account,
         "cost_units": cost_units,
         "priority_weight": caller.policy.weight,
+        "deadline_at": deadline,
+        "webhook_secret_encrypted": encrypt_secret(webhook_secret) if webhook_secret else "",
     }
     request_hash = ""
     if idempotency_key is not None:
@@ -136,8 +147,13 @@ def job_submit(
     return job
 
 
-def _active_job_count(network: str) -> int:
-    return GenerationJob.objects.filter(client_network=network, status__in=ACTIVE_STATUSES).count()
+def _active_job_count(account: str) -> int:
+    """Active jobs of a client network or key, or of an aggregate network (the two never share a name)."""
+    return (
+        GenerationJob.objects.filter(status__in=ACTIVE_STATUSES)
+        .filter(Q(client_network=account) | Q(client_aggregate=account))
+        .count()
+    )
 
 
 def _validate_idempotency_key(key: str) -> None:

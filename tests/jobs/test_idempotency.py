@@ -103,8 +103,8 @@ def test_concurrent_submits_with_one_key_create_one_job() -> None:
 
 
 def test_a_key_belongs_to_its_api_key_not_to_the_address(api_client: APIClient) -> None:
-    _first, first_key = api_key_create(name="first")
-    _second, second_key = api_key_create(name="second")
+    _first, first_key, _webhook_secret = api_key_create(name="first")
+    _second, second_key, _webhook_secret = api_key_create(name="second")
     body = {"prompt": "a lighthouse", "width": 64, "height": 64, "steps": 4}
 
     def submit(api_key: str, ip: str) -> str:

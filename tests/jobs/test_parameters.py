@@ -16,7 +16,7 @@ from jobs.forms import GenerateForm
 from jobs.models import GenerationJob
 from jobs.validation import job_limits
 from tests.factories import EVERY_PARAMETER_SET, GenerationJobFactory
-from tests.jobs.views.helpers import VALID_FORM, html
+from tests.jobs.views.helpers import VALID_FORM, as_api_body, html
 
 pytestmark = pytest.mark.django_db
 
@@ -53,7 +53,7 @@ def test_the_page_hints_and_both_faces_enforce_the_configured_limits(
     settings.JOB_LIMITS = {**settings.JOB_LIMITS, "max_size": 256, "max_steps": 10, "max_guidance": 12.0}
     ranges = job_limits().ranges()
     form = GenerateForm()
-    api_body = {name: value for name, value in VALID_FORM.items() if name != "size"}
+    api_body = as_api_body(VALID_FORM)
 
     hints = {
         name: (form.fields[name].widget.attrs["min"], form.fields[name].widget.attrs["max"])

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
+from jobs import services
 from jobs.models import FailureCode, GenerationJob, JobStatus
 from jobs.tasks import generate_task
 from tests.factories import GenerationJobFactory
@@ -113,3 +114,43 @@ def test_sigterm_lets_the_running_batch_finish_and_then_the_worker_exits(tiny_mo
     assert exit_code == 0
     assert (job.status, job.requeue_count, job.images.count()) == (JobStatus.COMPLETED, 0, 1)
     assert job.finished_at is not None and job.finished_at > signalled_at
+
+
+def test_a_queued_job_past_its_cancel_after_ends_deadline_exceeded_and_never_runs(
+    live_server: Any, gpu_worker: WorkerProcess
+) -> None:
+    slow = submit(live_server, SLOW)
+    wait_for_status(slow, "running")
+    status, headers, _ = http_json(
+        "POST", f"{live_server.url}/api/v1/jobs", QUICK, headers={"Cancel-After": "1s"}
+    )
+    assert status == 202
+    late = headers["Location"]
+    deadline = GenerationJob.objects.get(pk=late.rsplit("/", 1)[1]).deadline_at
+    wait_for(lambda: timezone.now() > deadline, timeout=30)
+    http_json("POST", f"{slow}/cancel")
+
+    ended = wait_for_status(late, "failed", "completed")
+    assert ended["failure"]["code"] == "deadline_exceeded"
+    assert ended["timings"]["started_at"] is None
+
+
+def test_a_running_job_past_its_deadline_stops_at_the_next_step_and_frees_the_worker(
+    live_server: Any, gpu_worker: WorkerProcess
+) -> None:
+    status, headers, _ = http_json(
+        "POST", f"{live_server.url}/api/v1/jobs", SLOW, headers={"Cancel-After": "1h"}
+    )
+    assert status == 202
+    slow = headers["Location"]
+    wait_for(lambda: (body := status_of(slow))["status"] == "running" and body["progress"]["step"] > 0)
+    # The deadline passes while it runs; the maintenance sweep ends it and the worker stops.
+    GenerationJob.objects.filter(pk=slow.rsplit("/", 1)[1]).update(deadline_at=timezone.now())
+    assert services.jobs_fail_overdue() == 1
+
+    quick = submit(live_server, QUICK)
+    assert wait_for_status(quick, "completed", "failed")["status"] == "completed"
+    stopped = status_of(slow)
+    assert (stopped["status"], stopped["failure"]["code"]) == ("failed", "deadline_exceeded")
+    assert stopped["progress"]["step"] < stopped["progress"]["total"]
+    assert stopped["images"] == []

@@ -32,7 +32,7 @@ def submit_with_key(api_client: APIClient, key: str, **overrides: Any) -> Any:
 
 
 def test_a_key_is_shown_once_and_stored_only_as_a_hash_behind_its_prefix() -> None:
-    api_key, plain = api_key_create(name="acme")
+    api_key, plain, _webhook_secret = api_key_create(name="acme")
 
     assert plain.startswith(f"ig_{api_key.prefix}_")
     assert len(plain) == len("ig_") + 8 + 1 + 43
@@ -42,7 +42,7 @@ def test_a_key_is_shown_once_and_stored_only_as_a_hash_behind_its_prefix() -> No
 
 
 def test_a_job_submitted_with_a_key_counts_under_the_key_not_the_address(api_client: APIClient) -> None:
-    api_key, plain = api_key_create(name="acme", weight=3.0)
+    api_key, plain, _webhook_secret = api_key_create(name="acme", weight=3.0)
 
     response = submit_with_key(api_client, plain)
 
@@ -78,7 +78,7 @@ def test_a_wrong_key_is_401_invalid_api_key_and_never_anonymous(api_client: APIC
 
 
 def test_a_key_with_the_right_prefix_and_a_wrong_secret_is_401(api_client: APIClient) -> None:
-    _api_key, plain = api_key_create(name="acme")
+    _api_key, plain, _webhook_secret = api_key_create(name="acme")
     forged = plain[:-4] + ("AAAA" if not plain.endswith("AAAA") else "BBBB")
 
     response = submit_with_key(api_client, forged)
@@ -88,7 +88,7 @@ def test_a_key_with_the_right_prefix_and_a_wrong_secret_is_401(api_client: APICl
 
 
 def test_a_revoked_key_is_401_api_key_revoked_on_every_endpoint(api_client: APIClient) -> None:
-    api_key, plain = api_key_create(name="acme")
+    api_key, plain, _webhook_secret = api_key_create(name="acme")
     job_id = submit_with_key(api_client, plain).json()["id"]
     api_key_revoke(api_key=api_key)
 
@@ -101,7 +101,7 @@ def test_a_revoked_key_is_401_api_key_revoked_on_every_endpoint(api_client: APIC
 
 
 def test_rotating_a_key_keeps_its_prefix_and_usage_and_retires_the_old_secret(api_client: APIClient) -> None:
-    api_key, old = api_key_create(name="acme")
+    api_key, old, _webhook_secret = api_key_create(name="acme")
     submit_with_key(api_client, old)
 
     new = api_key_rotate(api_key=api_key)
@@ -113,7 +113,7 @@ def test_rotating_a_key_keeps_its_prefix_and_usage_and_retires_the_old_secret(ap
 
 
 def test_last_used_is_written_at_most_once_a_minute(api_client: APIClient) -> None:
-    api_key, plain = api_key_create(name="acme")
+    api_key, plain, _webhook_secret = api_key_create(name="acme")
     submit_with_key(api_client, plain)
     first = ApiKey.objects.get(pk=api_key.pk).last_used_at
     submit_with_key(api_client, plain)
@@ -130,7 +130,7 @@ def test_a_key_has_its_own_active_job_limit_independent_of_the_address(
     api_client: APIClient, settings: Any
 ) -> None:
     settings.SUBMIT_MAX_ACTIVE_JOBS = 1
-    _api_key, plain = api_key_create(name="acme", max_active_jobs=3)
+    _api_key, plain, _webhook_secret = api_key_create(name="acme", max_active_jobs=3)
 
     statuses = [submit_with_key(api_client, plain).status_code for _ in range(4)]
     anonymous = api_client.post("/api/v1/jobs", VALID, format="json", REMOTE_ADDR="198.51.100.70")
@@ -140,7 +140,7 @@ def test_a_key_has_its_own_active_job_limit_independent_of_the_address(
 
 
 def test_a_key_has_its_own_submit_rate(api_client: APIClient) -> None:
-    _api_key, plain = api_key_create(name="acme", submit_rate="2/h", max_active_jobs=10)
+    _api_key, plain, _webhook_secret = api_key_create(name="acme", submit_rate="2/h", max_active_jobs=10)
 
     statuses = [submit_with_key(api_client, plain).status_code for _ in range(3)]
 
@@ -176,7 +176,7 @@ def test_the_admin_shows_a_new_key_once_and_rotates_and_revokes(admin_client: Cl
 def test_the_usage_page_lists_a_key_without_a_block_button(
     admin_client: Client, api_client: APIClient
 ) -> None:
-    api_key, plain = api_key_create(name="acme")
+    api_key, plain, _webhook_secret = api_key_create(name="acme")
     submit_with_key(api_client, plain)
 
     page = admin_client.get(reverse("admin:ratelimit_clientusage_changelist"))
@@ -188,7 +188,7 @@ def test_the_usage_page_lists_a_key_without_a_block_button(
 def test_the_command_creates_lists_rotates_and_revokes() -> None:
     out = StringIO()
     call_command("api_key", "create", "acme", "--max-active-jobs", "5", "--weight", "2", stdout=out)
-    plain = out.getvalue().strip()
+    plain, _webhook_secret = out.getvalue().split()
     api_key = ApiKey.objects.get()
     assert plain.startswith(f"ig_{api_key.prefix}_")
     assert (api_key.max_active_jobs, api_key.weight) == (5, 2.0)

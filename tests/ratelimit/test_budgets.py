@@ -53,7 +53,7 @@ def test_a_spent_budget_is_429_daily_budget_exceeded_with_retry_after_to_midnigh
 
 
 def test_a_key_has_its_own_budget_and_cap(api_client: APIClient) -> None:
-    _api_key, plain = api_key_create(name="acme", max_job_units=4, daily_budget_units=1)
+    _api_key, plain, _webhook_secret = api_key_create(name="acme", max_job_units=4, daily_budget_units=1)
     headers = {"REMOTE_ADDR": "198.51.100.92", "HTTP_AUTHORIZATION": f"Bearer {plain}"}
 
     too_big = api_client.post(
@@ -69,7 +69,7 @@ def test_a_key_has_its_own_budget_and_cap(api_client: APIClient) -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_twenty_concurrent_submits_of_one_key_never_overspend_a_nearly_spent_budget() -> None:
-    api_key, _plain = api_key_create(
+    api_key, _plain, _webhook_secret = api_key_create(
         name="acme", daily_budget_units=10, max_active_jobs=100, submit_rate="1000/m"
     )
     ClientUsage.objects.create(network=api_key.account, day=timezone.now().date(), cost_milliunits=9990)

@@ -23,11 +23,13 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 60.0, interval: f
     pytest.fail(f"condition not met within {timeout}s")
 
 
-def http_json(method: str, url: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, str], Any]:
+def http_json(
+    method: str, url: str, body: dict[str, Any] | None = None, *, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], Any]:
     """A real HTTP request to a live server; returns status, headers and the decoded JSON body."""
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:

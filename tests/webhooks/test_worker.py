@@ -17,7 +17,7 @@ from jobs.models import FailureCode, JobStatus
 from tests.factories import GenerationJobFactory, WebhookDeliveryFactory
 from tests.support.processes import WorkerProcess
 from tests.support.waits import wait_for
-from tests.webhooks.conftest import TEST_SECRET, Receiver
+from tests.webhooks.conftest import Receiver
 from webhooks.models import DeliveryStatus, WebhookDelivery
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -30,14 +30,18 @@ def _loopback_receivers(settings: Any) -> None:
     settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
 
 
-def submit(api_client: APIClient, **fields: Any) -> str:
+def submitted(api_client: APIClient, **fields: Any) -> dict[str, Any]:
     response = api_client.post(
         "/api/v1/jobs",
         {"prompt": "a red fox", "width": 64, "height": 64, "steps": 4, **fields},
         format="json",
     )
     assert response.status_code == 202, response.json()
-    return str(response.json()["id"])
+    return dict(response.json())
+
+
+def submit(api_client: APIClient, **fields: Any) -> str:
+    return str(submitted(api_client, **fields)["id"])
 
 
 def finished(delivery_filter: dict[str, Any], count: int = 1) -> Callable[[], list[WebhookDelivery]]:
@@ -55,7 +59,8 @@ def test_500_twice_then_200_is_one_delivery_with_one_webhook_id(
 ) -> None:
     receiver = receiver_factory(500, 500, 200)
 
-    job_id = submit(api_client, webhook_url=receiver.url, webhook_events=["queued"])
+    job = submitted(api_client, webhook_url=receiver.url, webhook_events=["queued"])
+    job_id = job["id"]
     (delivery,) = wait_for(finished({"job_id": job_id}), timeout=30)
 
     assert delivery.status == DeliveryStatus.DELIVERED
@@ -67,7 +72,7 @@ def test_500_twice_then_200_is_one_delivery_with_one_webhook_id(
     ]
     assert {request.headers["webhook-id"] for request in receiver.requests} == {delivery.webhook_id}
     for request in receiver.requests:
-        payload = Webhook(TEST_SECRET).verify(request.body, request.headers)
+        payload = Webhook(job["webhook_secret"]).verify(request.body, request.headers)
         assert (payload["type"], payload["data"]["id"]) == ("job.queued", job_id)
     # Only the webhooks worker consumes the webhooks queue: the task was routed there.
     assert {a.worker_hostname for a in attempts} == {webhooks_worker.hostname}

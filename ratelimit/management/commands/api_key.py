@@ -1,4 +1,5 @@
-"""``manage.py api_key create|rotate|revoke|list``: the admin's key actions from a shell."""
+"""``manage.py api_key create|rotate|rotate-webhook-secret|revoke|list``: the admin's key
+actions from a shell."""
 
 from __future__ import annotations
 
@@ -12,11 +13,16 @@ from ratelimit.models import ApiKey
 
 
 class Command(BaseCommand):
-    help = "Create, rotate, revoke or list API keys. A new or rotated key is printed once."
+    help = (
+        "Create, rotate, revoke or list API keys, or rotate a key's webhook secret. A new key, "
+        "webhook secret or rotated one is printed once."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         actions = parser.add_subparsers(dest="action", required=True)
-        create = actions.add_parser("create", help="Create a key; prints it once.")
+        create = actions.add_parser(
+            "create", help="Create a key; prints it and its webhook secret once, one per line."
+        )
         create.add_argument("name")
         create.add_argument(
             "--submit-rate", default="", help="e.g. 60/m; default API_KEY_DEFAULT_SUBMIT_RATE"
@@ -28,6 +34,18 @@ class Command(BaseCommand):
             actions.add_parser(action, help=f"{action.capitalize()} the key with this prefix.").add_argument(
                 "prefix"
             )
+        rotate_webhook_secret = actions.add_parser(
+            "rotate-webhook-secret",
+            help="A new webhook secret for the key with this prefix, printed once; the old one also "
+            "signs for the overlap.",
+        )
+        rotate_webhook_secret.add_argument("prefix")
+        rotate_webhook_secret.add_argument(
+            "--overlap-seconds",
+            type=int,
+            default=None,
+            help="default WEBHOOK_SECRET_ROTATION_OVERLAP_SECONDS",
+        )
         actions.add_parser("list", help="Every key: prefix, name, state, last use.")
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
@@ -43,12 +61,21 @@ class Command(BaseCommand):
                 )
             }
             try:
-                _api_key, plain = services.api_key_create(name=options["name"], **policy)
+                issued = services.api_key_create(name=options["name"], **policy)
             except ValidationError as error:
                 raise CommandError(str(error.message_dict)) from None
-            self.stdout.write(plain)
+            self.stdout.write(issued.key)
+            self.stdout.write(issued.webhook_secret)
         elif action == "rotate":
             self.stdout.write(services.api_key_rotate(api_key=self._key(options["prefix"])))
+        elif action == "rotate-webhook-secret":
+            if options["overlap_seconds"] is not None and options["overlap_seconds"] < 0:
+                raise CommandError("--overlap-seconds must be 0 or more.")
+            self.stdout.write(
+                services.api_key_rotate_webhook_secret(
+                    api_key=self._key(options["prefix"]), overlap_seconds=options["overlap_seconds"]
+                )
+            )
         elif action == "revoke":
             services.api_key_revoke(api_key=self._key(options["prefix"]))
             self.stdout.write(f"revoked {options['prefix']}")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from bs4 import BeautifulSoup
 from django.http import HttpResponse
 
@@ -18,6 +20,22 @@ VALID_FORM = {
     "guidance_scale": "7.5",
     "seed": "",
 }
+
+
+def as_api_body(form: dict[str, str]) -> dict[str, Any]:
+    """The same request as the API takes it: JSON numbers, not the form's strings."""
+    numbers: dict[str, type] = {
+        "width": int,
+        "height": int,
+        "steps": int,
+        "seed": int,
+        "guidance_scale": float,
+    }
+    return {
+        name: (numbers[name](value) if value != "" else None) if name in numbers else value
+        for name, value in form.items()
+        if name != "size"
+    }
 
 
 def html(response: HttpResponse) -> BeautifulSoup:

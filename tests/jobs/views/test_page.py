@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from core.errors import ApplicationError
 from jobs import services
 from jobs.models import GenerationJob, JobStatus
-from tests.jobs.views.helpers import HTMX, VALID_FORM, html
+from tests.jobs.views.helpers import HTMX, VALID_FORM, as_api_body, html
 
 pytestmark = pytest.mark.django_db
 
@@ -118,9 +118,9 @@ def test_submit_with_htmx_answers_the_polling_job_panel_and_pushes_the_job_url(c
 def test_submit_rejects_what_the_api_rejects_with_the_same_message_beside_the_field(
     client: Client, api_client: APIClient, field: str, value: str
 ) -> None:
-    api_body = {**VALID_FORM, field: value, "seed": value if field == "seed" else None}
-    api_body.pop("size")
-    api_error = api_client.post("/api/v1/jobs", api_body, format="json").json()["error"]
+    api_error = api_client.post(
+        "/api/v1/jobs", as_api_body({**VALID_FORM, field: value}), format="json"
+    ).json()["error"]
 
     response = submit(client, **{field: value})
 
