@@ -59,7 +59,8 @@ class GenerationJob(models.Model):
     seed = models.BigIntegerField()
     scheduler = models.CharField(max_length=32, default="default")
     num_images = models.PositiveSmallIntegerField(default=1)
-    model_name = models.CharField(max_length=255)
+    # A name in the model registry; its queued jobs are what that model's workers claim.
+    model = models.CharField(max_length=255)
 
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     progress_step = models.PositiveIntegerField(default=0)
@@ -114,6 +115,7 @@ class GenerationJob(models.Model):
             models.Index(fields=["worker_hostname", "created_at"], name="job_worker_created_idx"),
             models.Index(fields=["status", "finished_at"], name="job_status_finished_idx"),
             models.Index(fields=["seed", "status"], name="job_dedupe_lookup_idx"),
+            models.Index(fields=["model", "status", "created_at"], name="job_model_status_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=JobStatus.values), name="job_status_valid"),

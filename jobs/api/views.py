@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import selectors, services
-from jobs.api.serializers import ErrorSerializer, JobSerializer, JobSubmitInputSerializer
+from jobs.api.serializers import ErrorSerializer, JobSerializer, JobSubmitInputSerializer, ModelSerializer
 from ratelimit.authentication import request_caller
 from ratelimit.client_ip import client_ip
 from ratelimit.services import enforce_status_poll_limit
@@ -58,6 +58,17 @@ def status_etag(body: dict[str, Any]) -> str:
     return f'"{digest[:32]}"'
 
 
+class ModelListView(APIView):
+    @extend_schema(
+        operation_id="models_list",
+        summary="List the models",
+        description="The models a job may name in `model`, each with its defaults and limits.",
+        responses={200: ModelSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(ModelSerializer(selectors.models_listed(), many=True).data)
+
+
 class JobListView(APIView):
     # JSON only: one request format to document, test and hash for idempotency.
     parser_classes = [JSONParser]
@@ -90,6 +101,7 @@ class JobListView(APIView):
                 "`validation_error` (with `fields`; field codes: required, invalid, prompt_empty, "
                 "prompt_too_long, size_not_multiple_of_8, size_out_of_range, steps_out_of_range, "
                 "guidance_out_of_range, seed_out_of_range, scheduler_unknown, num_images_out_of_range, "
+                "model_unknown, negative_prompt_unsupported, scheduler_unsupported, "
                 "webhook_event_unknown, webhook_url_too_long, cost_out_of_range), `webhook_url_forbidden`, "
                 "`job_too_expensive` (with `cost_units` and `max_job_units`), "
                 "`idempotency_key_invalid` or `parse_error`."

@@ -65,14 +65,14 @@ def job_submit(
     stored ``completed`` at once with that job's files (see ``JOB_DEDUPE``).
     """
     params = submitted_parameters(parameters)
-    validate_parameters(params)
+    model = validate_parameters(params)
     cost_units = job_cost_units(
         width=params.width,
         height=params.height,
         steps=params.steps,
         num_images=params.num_images,
         guidance_scale=params.guidance_scale,
-        model=settings.GENERATOR_MODEL,
+        cost_weight=model.cost_weight,
     )
     caller = caller or anonymous_caller(client_ip)
     webhook_url, webhook_events = webhook_subscription_clean(url=webhook_url, events=webhook_events)
@@ -195,7 +195,7 @@ def _queue_job(
 
 def _generation_fields(params: GenerationParameters, *, seed: int) -> dict[str, object]:
     """The columns that decide the picture: what dedupe matches on and a new job stores."""
-    return {**GenerationJob.fields_from(replace(params, seed=seed)), "model_name": settings.GENERATOR_MODEL}
+    return GenerationJob.fields_from(replace(params, seed=seed))
 
 
 def _deduplicated_job(

@@ -25,6 +25,7 @@ def request(**overrides: Any) -> GenerationParameters:
         "steps": 3,
         "guidance_scale": 7.5,
         "seed": 7,
+        "model": "tiny-sd",
     }
     return GenerationParameters(**{**fields, **overrides})
 
