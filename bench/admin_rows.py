@@ -116,7 +116,7 @@ def seed(rows: int) -> None:
             "steps": 25,
             "guidance_scale": 7.5,
             "seed": rng.getrandbits(32),
-            "model_name": "bench",
+            "model": "bench",
             "status": status,
             "progress_step": 25 if begun else 0,
             "progress_total": 25 if begun else 0,

@@ -230,6 +230,16 @@ JOB_DEFAULTS = {
     "steps": env.int("JOB_DEFAULT_STEPS", default=25),
     "guidance_scale": env.float("JOB_DEFAULT_GUIDANCE", default=7.5),
 }
+# The model registry (docs/operations.md#the-model-registry): name -> source, family, and
+# optionally its own defaults, limits, cost_weight and memory_gb; what an entry does not set
+# comes from JOB_DEFAULTS / JOB_LIMITS. The embedded default serves the tiny model.
+GENERATOR_MODELS = env.json(
+    "GENERATOR_MODELS", default={"tiny-sd": {"source": GENERATOR_MODEL, "family": "sd15"}}
+)
+GENERATOR_DEFAULT_MODEL = env.str("GENERATOR_DEFAULT_MODEL", default=next(iter(GENERATOR_MODELS), ""))
+# The models a GPU worker process claims jobs of (each loaded on its first job): size a host's
+# list by the models' memory_gb. Empty serves every model of the registry.
+GENERATOR_SERVED_MODELS = env.list("GENERATOR_SERVED_MODELS", default=[]) or list(GENERATOR_MODELS)
 
 # --- Abuse control (ratelimit/) ----------------------------------------------------------
 # The client IP is the only identity. X-Forwarded-For is believed only from trusted proxies:

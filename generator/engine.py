@@ -15,6 +15,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
     PNDMScheduler,
 )
 from diffusers.utils import logging as diffusers_logging
@@ -31,6 +32,7 @@ _SCHEDULER_CLASSES: dict[str, Any] = {
     "euler_a": EulerAncestralDiscreteScheduler,
     "dpmpp_2m": DPMSolverMultistepScheduler,
     "ddim": DDIMScheduler,
+    "flow_euler": FlowMatchEulerDiscreteScheduler,
 }
 assert set(_SCHEDULER_CLASSES) | {"default"} == set(SCHEDULER_NAMES)
 
@@ -101,7 +103,17 @@ class Engine:
     def warm_up(self) -> None:
         """One tiny run so the first real job does not pay for lazy initialisation."""
         self.generate(
-            [GenerationParameters(prompt="warm up", width=64, height=64, steps=1, guidance_scale=7.5, seed=0)]
+            [
+                GenerationParameters(
+                    prompt="warm up",
+                    width=64,
+                    height=64,
+                    steps=1,
+                    guidance_scale=7.5,
+                    seed=0,
+                    model="warm-up",
+                )
+            ]
         )
 
     def generate(

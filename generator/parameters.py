@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 
 # "default" keeps the scheduler the model was saved with; the others replace it per batch.
-SCHEDULER_NAMES: tuple[str, ...] = ("default", "pndm", "euler", "euler_a", "dpmpp_2m", "ddim")
+# "flow_euler" is flow matching's Euler, the one scheduler SD 3.x and FLUX.1 run with.
+SCHEDULER_NAMES: tuple[str, ...] = ("default", "pndm", "euler", "euler_a", "dpmpp_2m", "ddim", "flow_euler")
 SEED_MAX = 2**32 - 1
 MAX_IMAGES_PER_JOB = 4
 # The VAE halves each side three times: sizes are whole multiples of 8.
 SIZE_MULTIPLE = 8
 # Requests equal in these can share one pipeline call.
-BATCH_KEY_FIELDS = ("width", "height", "steps", "guidance_scale", "scheduler")
+BATCH_KEY_FIELDS = ("model", "width", "height", "steps", "guidance_scale", "scheduler")
 # Free text: whitespace runs are collapsed and emptiness is a rule, not a type error.
 TEXT = {"text": True}
 
@@ -22,7 +23,7 @@ class GenerationParameters:
 
     prompt: str = field(metadata=TEXT)
     negative_prompt: str = field(default="", metadata=TEXT)
-    # No defaults here: a deployment sets them (``JOB_DEFAULTS``).
+    # No defaults here: each model of the deployment's registry sets them.
     width: int
     height: int
     steps: int
@@ -30,6 +31,8 @@ class GenerationParameters:
     seed: int | None = None
     scheduler: str = "default"
     num_images: int = 1
+    # A name in the deployment's model registry; it has no default here either.
+    model: str
 
     @property
     def batch_key(self) -> tuple[object, ...]:

@@ -191,7 +191,7 @@ class GenerationJobAdmin(ReadOnlyModelAdmin):
                     "seed",
                     "scheduler",
                     "num_images",
-                    "model_name",
+                    "model",
                 )
             },
         ),

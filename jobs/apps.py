@@ -21,6 +21,17 @@ class JobsConfig(AppConfig):
 
 
 def settings_problems() -> list[str]:
+    from jobs.selectors import model_registry
+
+    try:
+        registry = model_registry()
+    except ValueError as error:
+        return [f"GENERATOR_MODELS: {error}"]
+    for name, spec in registry.items():
+        if broken := spec.default_request_violations():
+            return [f"GENERATOR_MODELS: the defaults of {name!r} break its own rules: {broken}"]
+    if settings.GENERATOR_DEFAULT_MODEL not in settings.GENERATOR_MODELS:
+        return ["GENERATOR_DEFAULT_MODEL must name a model of GENERATOR_MODELS"]
     if settings.WORKER_HEARTBEAT_SECONDS <= 0:
         return ["WORKER_HEARTBEAT_SECONDS must be positive"]
     # After a Redis restart live workers need up to one interval to beat again; give them two.

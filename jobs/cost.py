@@ -13,13 +13,12 @@ REFERENCE_STEPS = 25
 COST_UNITS_QUANTUM = Decimal("0.001")
 # What the stored columns can hold; validation keeps jobs far below it.
 COST_UNITS_MAX = Decimal(10**9)
-# Relative UNet cost per model; models not named cost 1.
-MODEL_COST_WEIGHTS: dict[str, Decimal] = {}
 
 
 def job_cost_units(
-    *, width: int, height: int, steps: int, num_images: int, guidance_scale: float, model: str
+    *, width: int, height: int, steps: int, num_images: int, guidance_scale: float, cost_weight: float
 ) -> Decimal:
+    """``cost_weight`` is the model's denoiser work per step relative to Stable Diffusion 1.5's."""
     # Classifier-free guidance runs the UNet on a conditional and an unconditional batch.
     guidance_factor = 2 if guidance_scale > 1 else 1
     units = (
@@ -29,7 +28,7 @@ def job_cost_units(
         / REFERENCE_STEPS
         * num_images
         * guidance_factor
-        * MODEL_COST_WEIGHTS.get(model, Decimal(1))
+        * Decimal(str(cost_weight))
     )
     if not 0 <= units <= COST_UNITS_MAX:
         raise invalid_parameters(

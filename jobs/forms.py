@@ -3,12 +3,14 @@ the API's field codes, so the page and the API never disagree about what is vali
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from django import forms
 
 from core.errors import ApplicationError
+from jobs import selectors
 from jobs.models import GenerationJob
 from jobs.validation import job_limits, parameter_defaults
 
@@ -58,7 +60,21 @@ def size_key(*, width: int, height: int) -> str:
     return key if key in {preset.key for preset in size_presets()} else CUSTOM_SIZE
 
 
+class ModelSelect(forms.Select):
+    """Each option carries its model's defaults and bounds, so that the page's script can update
+    the form when the model changes; without JavaScript the server applies the same rules."""
+
+    def create_option(self, name: str, value: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        option = super().create_option(name, value, *args, **kwargs)
+        spec = selectors.get_model(str(value))
+        if spec is not None:
+            option["attrs"]["data-defaults"] = json.dumps(spec.defaults)
+            option["attrs"]["data-ranges"] = json.dumps(spec.limits.ranges())
+        return option
+
+
 class GenerateForm(forms.Form):
+    model = forms.ChoiceField(label="Model", required=False, widget=ModelSelect)
     prompt = forms.CharField(
         label="Describe your image",
         required=False,
@@ -81,8 +97,14 @@ class GenerateForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
-        limits, defaults = job_limits(), parameter_defaults()
+        # Hints follow the chosen model: the submitted one, the edited job's, else the default.
+        chosen = self.data.get("model") or self.initial.get("model") or None
+        limits, defaults = job_limits(chosen), parameter_defaults(chosen)
         ranges = limits.ranges()
+        model_field = self.fields["model"]
+        assert isinstance(model_field, forms.ChoiceField)
+        model_field.choices = [(name, name) for name in selectors.model_names()]
+        model_field.initial = defaults["model"]
         size_field = self.fields["size"]
         assert isinstance(size_field, forms.ChoiceField)
         size_field.choices = [(preset.key, preset.label) for preset in size_presets()] + [

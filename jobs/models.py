@@ -60,7 +60,8 @@ class GenerationJob(models.Model):
     seed = models.BigIntegerField()
     scheduler = models.CharField(max_length=32, default="default")
     num_images = models.PositiveSmallIntegerField(default=1)
-    model_name = models.CharField(max_length=255)
+    # A name in the model registry; its queued jobs are what that model's workers claim.
+    model = models.CharField(max_length=255)
 
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     progress_step = models.PositiveIntegerField(default=0)
@@ -126,6 +127,7 @@ class GenerationJob(models.Model):
             models.Index(fields=["seed", "status"], name="job_dedupe_lookup_idx"),
             # The deadline sweep: active jobs past their deadline.
             models.Index(fields=["status", "deadline_at"], name="job_status_deadline_idx"),
+            models.Index(fields=["model", "status", "created_at"], name="job_model_status_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(status__in=JobStatus.values), name="job_status_valid"),

@@ -18,6 +18,8 @@ from config.celery import app as celery_app
 from config.celery import queue_pending_messages
 from core.redis import redis_client
 from core.stored_secrets import decrypt_secret
+from generator import ParameterLimits
+from generator.models import ModelSpec
 from jobs.errors import job_not_found
 from jobs.models import ACTIVE_STATUSES, FailureCode, GenerationJob, JobStatus
 from ratelimit.selectors import api_key_webhook_secrets
@@ -30,6 +32,34 @@ LIVE_GPU_WORKERS_KEY = "jobs:gpu-workers"
 # How far back served compute counts in the weighted fair order: long enough to even out
 # bursts, short enough that yesterday's heavy use does not hold a caller back today.
 FAIR_SHARE_WINDOW = timedelta(hours=1)
+
+
+def model_registry() -> dict[str, ModelSpec]:
+    """Every configured model by name, in the registry's order (``GENERATOR_MODELS``)."""
+    fallback_limits = ParameterLimits(**settings.JOB_LIMITS)
+    return {
+        name: ModelSpec.from_config(
+            name, config, fallback_defaults=settings.JOB_DEFAULTS, fallback_limits=fallback_limits
+        )
+        for name, config in settings.GENERATOR_MODELS.items()
+    }
+
+
+def model_names() -> list[str]:
+    return list(settings.GENERATOR_MODELS)
+
+
+def get_model(name: str | None = None) -> ModelSpec | None:
+    """The model of this name (the deployment's default model for None), or None if none is."""
+    return model_registry().get(settings.GENERATOR_DEFAULT_MODEL if name is None else name)
+
+
+def models_listed() -> list[dict[str, object]]:
+    """Every configured model as the API lists it, the default one marked."""
+    return [
+        {**spec.describe(), "default": name == settings.GENERATOR_DEFAULT_MODEL}
+        for name, spec in model_registry().items()
+    ]
 
 
 def job_get(*, job_id: str | uuid.UUID) -> GenerationJob:
@@ -89,7 +119,7 @@ def queue_throughput() -> Throughput:
     )
 
 
-def client_turn_order() -> list[str]:
+def client_turn_order(*, models: Sequence[str] | None = None) -> list[str]:
     """Accounts with queued jobs, in the order the workers serve them (docs/queue.md).
 
     An account is a job's ``client_aggregate``: an API key's "key:<prefix>", or an anonymous
@@ -100,9 +130,12 @@ def client_turn_order() -> list[str]:
     Weighted fair: the account with the least compute served in the last
     ``FAIR_SHARE_WINDOW`` per unit of its weight goes first; ties go to the never served,
     then the least recently served, then the one whose oldest queued job is oldest.
-    Deduplicated jobs used no GPU time and do not count.
+    Deduplicated jobs used no GPU time and do not count. ``models`` narrows the accounts to
+    those waiting for these models (a worker's served models); compute served counts them all.
     """
     queued = GenerationJob.objects.filter(status=JobStatus.QUEUED).order_by()
+    if models is not None:
+        queued = queued.filter(model__in=models)
     waiting = {
         network: (oldest, weight)
         for network, oldest, weight in queued.values("client_aggregate")
@@ -389,9 +422,8 @@ def queued_jobs_by_model() -> dict[str, Waiting]:
     Every model is present, idle or not, so that an autoscaler always finds its series."""
     now = timezone.now()
     queued = {}
-    served_models = [settings.GENERATOR_MODEL]  # one today; the gauges are per model already
-    for model in served_models:
-        found = GenerationJob.objects.filter(status=JobStatus.QUEUED, model_name=model).aggregate(
+    for model in model_names():
+        found = GenerationJob.objects.filter(status=JobStatus.QUEUED, model=model).aggregate(
             count=Count("pk"), oldest=Min("created_at")
         )
         oldest = found["oldest"]

@@ -40,7 +40,8 @@ def _load_pipeline_at_process_start(**kwargs: Any) -> None:
     if settings.GENERATION_QUEUE in (app.amqp.queues.consume_from or {}):
         from jobs.worker import WorkerLiveness, get_engine
 
-        get_engine()
+        # The first served model loads now; any other on its first job.
+        get_engine(settings.GENERATOR_SERVED_MODELS[0])
         WorkerLiveness(worker_hostname=_worker_hostname, interval=settings.WORKER_HEARTBEAT_SECONDS).start()
 
 

@@ -19,35 +19,39 @@ from PIL import Image, PngImagePlugin
 from core.errors import ApplicationError
 from core.logging import log_event
 from generator.engine import Engine, GeneratorOutOfMemory
-from jobs import services
+from jobs import selectors, services
 from jobs.models import FailureCode, GenerationJob
 from jobs.validation import validate_parameters
 
 logger = logging.getLogger(__name__)
 
-_engine: Engine | None = None
+# One warm engine per model this process has served, by model name.
+_engines: dict[str, Engine] = {}
 
 
 class AllJobsCancelled(Exception):
     """Every job of the running batch was cancelled or is past its deadline: stop the pipeline now."""
 
 
-def get_engine() -> Engine:
-    """The process's one warm pipeline, loaded on first use (or at worker process start)."""
-    global _engine
-    if _engine is None:
+def get_engine(model: str) -> Engine:
+    """The process's warm engine of ``model``, loaded on first use (or at worker process start)."""
+    if model not in _engines:
+        spec = selectors.get_model(model)
+        if spec is None:
+            raise ValueError(f"model {model!r} is not in GENERATOR_MODELS")
         started = time.perf_counter()
-        _engine = Engine.load(
-            settings.GENERATOR_MODEL,
+        engine = Engine.load(
+            spec.source,
             allow_hub=settings.GENERATOR_ALLOW_HUB,
             device=settings.GENERATOR_DEVICE,
             dtype=settings.GENERATOR_DTYPE,
             compile_unet=settings.GENERATOR_COMPILE,
         )
         if settings.GENERATOR_WARMUP:
-            _engine.warm_up()
-        log_event(logger.info, "engine_ready", seconds=round(time.perf_counter() - started, 2))
-    return _engine
+            engine.warm_up()
+        _engines[model] = engine
+        log_event(logger.info, "engine_ready", model=model, seconds=round(time.perf_counter() - started, 2))
+    return _engines[model]
 
 
 class Heartbeat:
@@ -191,7 +195,7 @@ def run_batch(jobs: Sequence[GenerationJob]) -> None:
         deadlines={str(job.pk): job.deadline_at for job in jobs if job.deadline_at is not None},
     )
     try:
-        results = get_engine().generate([job.parameters for job in jobs], on_step=reporter)
+        results = get_engine(jobs[0].model).generate([job.parameters for job in jobs], on_step=reporter)
     except AllJobsCancelled:
         log_event(logger.info, "batch_stopped", reason="cancelled", jobs=len(jobs))
         return
@@ -229,7 +233,9 @@ def _fail_all(jobs: Sequence[GenerationJob], code: str, message: str) -> None:
 def process_next_batch(*, worker_hostname: str) -> int:
     """Claims and runs one batch; returns how many jobs it ran."""
     batch = services.claim_next_jobs(
-        worker_hostname=worker_hostname, max_images=settings.GENERATION_BATCH_IMAGES
+        worker_hostname=worker_hostname,
+        max_images=settings.GENERATION_BATCH_IMAGES,
+        models=settings.GENERATOR_SERVED_MODELS,
     )
     if batch.jobs:
         with Heartbeat(

@@ -18,10 +18,10 @@ from tests.support.redis_state import clear_abuse_state, redis_client
 
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
-    path = Path(settings.GENERATOR_MODEL)
-    if not (path / "model_index.json").exists():
-        from generator.tiny_model import build_tiny_model
+    from generator.tiny_model import build_tiny_model, is_current_tiny_model
 
+    path = Path(settings.GENERATOR_MODEL)
+    if not is_current_tiny_model(path):
         build_tiny_model(path)
     return path
 

@@ -24,6 +24,7 @@ EVERY_PARAMETER_SET = GenerationParameters(
     seed=987654,
     scheduler="euler",
     num_images=2,
+    model="tiny-sd",
 )
 
 
@@ -37,7 +38,7 @@ class GenerationJobFactory(factory.django.DjangoModelFactory):
     steps = 4
     guidance_scale = 7.5
     seed = factory.Sequence(lambda n: n)
-    model_name = factory.LazyFunction(lambda: settings.GENERATOR_MODEL)
+    model = factory.LazyFunction(lambda: settings.GENERATOR_DEFAULT_MODEL)
     client_ip = "203.0.113.7"
     client_network = factory.LazyAttribute(lambda o: client_network(o.client_ip))
     # A test that names its own account (a key's, say) queues under it; else as the address would.

@@ -1,4 +1,4 @@
-"""The submit schema's limits, from the rules the server enforces (``jobs.validation.job_limits``),
+"""The submit schema's limits, from the rules the server enforces (``jobs.validation.widest_limits``),
 and the links from a submit's answer to the job's status and cancel: a drf-spectacular
 postprocessing hook, so a client generated from the schema knows what will be refused."""
 
@@ -10,7 +10,7 @@ from django.conf import settings
 
 from generator.parameters import SCHEDULER_NAMES, SIZE_MULTIPLE
 from jobs.deadlines import DEADLINE_MIN_SECONDS
-from jobs.validation import job_limits
+from jobs.validation import widest_limits
 from webhooks.models import WebhookEvent
 from webhooks.services import MAX_URL_LENGTH
 
@@ -22,7 +22,7 @@ NO_NUL = r"^[^\x00]*$"
 
 def submit_body_limits() -> dict[str, dict[str, Any]]:
     """Per submit field, the JSON Schema keywords of every limit jobs.validation enforces."""
-    limits = job_limits()
+    limits = widest_limits()
     declared: dict[str, dict[str, Any]] = {
         name: {"minimum": low, "maximum": high} for name, (low, high) in limits.ranges().items()
     }

@@ -8,14 +8,17 @@ from typing import Any, get_type_hints
 
 from django.conf import settings
 from django.urls import reverse
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from generator import GenerationParameters
+from generator.models import FAMILIES
 from generator.parameters import PARAMETER_NAMES, TEXT_PARAMETERS
 from jobs import selectors
 from jobs.models import GenerationJob, JobImage
+from jobs.validation import parameter_defaults
 
 
 def absolute_url(url: str, context: Mapping[str, Any]) -> str:
@@ -65,13 +68,29 @@ INPUT_FIELD_CLASSES: dict[object, type[serializers.Field]] = {
 }
 
 
+class ModelNameField(serializers.CharField):
+    """A model's name: a string in the API (``model_unknown`` is a rule, not a type error),
+    documented as the enum of the configured names."""
+
+
+class ModelNameFieldSchema(OpenApiSerializerFieldExtension):
+    target_class = ModelNameField
+
+    def map_serializer_field(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        return {
+            "type": "string",
+            "enum": selectors.model_names(),
+            "description": "A model of `GET /api/v1/models`; the deployment's default model when absent.",
+        }
+
+
 def parameter_input_fields() -> dict[str, serializers.Field]:
     """GenerationParameters as API input: types only; the rules (and their codes) are jobs.validation's."""
     types = get_type_hints(GenerationParameters)
     inputs = {}
     for parameter in fields(GenerationParameters):
         name, default = parameter.name, parameter.default
-        options: dict[str, Any] = {"required": default is MISSING and name not in settings.JOB_DEFAULTS}
+        options: dict[str, Any] = {"required": default is MISSING and name not in parameter_defaults()}
         if default is None:
             options["allow_null"] = True
         elif default is not MISSING:
@@ -79,7 +98,8 @@ def parameter_input_fields() -> dict[str, serializers.Field]:
         if name in TEXT_PARAMETERS:
             # Emptiness and whitespace are rules with their own codes, not type errors.
             options.update(allow_blank=True, trim_whitespace=False)
-        inputs[name] = INPUT_FIELD_CLASSES[types[name]](**options)
+        field_class = ModelNameField if name == "model" else INPUT_FIELD_CLASSES[types[name]]
+        inputs[name] = field_class(**options)
     return inputs
 
 
@@ -94,6 +114,26 @@ class JobSubmitInputSerializer(serializers.Serializer):
 
     def get_fields(self) -> dict[str, serializers.Field]:
         return {**parameter_input_fields(), **super().get_fields()}
+
+
+class ModelSerializer(serializers.Serializer):
+    """A configured model as ``GET /api/v1/models`` lists it (``ModelSpec.describe``)."""
+
+    name = serializers.CharField()
+    family = serializers.ChoiceField(choices=list(FAMILIES))
+    default = serializers.BooleanField(help_text="The model of a request that names none.")
+    defaults = serializers.DictField(
+        help_text="What an absent width, height, steps, guidance_scale or scheduler means."
+    )
+    limits = serializers.DictField(
+        child=serializers.ListField(child=serializers.FloatField(), min_length=2, max_length=2),
+        help_text="Inclusive [low, high] of each number.",
+    )
+    negative_prompt = serializers.BooleanField(help_text="Whether the model takes a negative prompt.")
+    schedulers = serializers.ListField(
+        child=serializers.CharField(), help_text="The schedulers it runs with."
+    )
+    cost_weight = serializers.FloatField(help_text="Its compute units relative to Stable Diffusion 1.5's.")
 
 
 class ProgressSerializer(serializers.Serializer):

@@ -21,6 +21,7 @@ from jobs.api.serializers import (
     JobSerializer,
     JobSubmitInputSerializer,
     JobSubmittedSerializer,
+    ModelSerializer,
 )
 from jobs.deadlines import CANCEL_AFTER_PATTERN
 from ratelimit.authentication import request_caller
@@ -62,6 +63,17 @@ def status_etag(body: dict[str, Any]) -> str:
     stable = {**body, "queue": body["queue"] and {"position": body["queue"]["position"]}}
     digest = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
     return f'"{digest[:32]}"'
+
+
+class ModelListView(APIView):
+    @extend_schema(
+        operation_id="models_list",
+        summary="List the models",
+        description="The models a job may name in `model`, each with its defaults and limits.",
+        responses={200: ModelSerializer(many=True)},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(ModelSerializer(selectors.models_listed(), many=True).data)
 
 
 class JobListView(APIView):
@@ -107,6 +119,7 @@ class JobListView(APIView):
                 "`validation_error` (with `fields`; field codes: required, invalid, prompt_empty, "
                 "prompt_too_long, size_not_multiple_of_8, size_out_of_range, steps_out_of_range, "
                 "guidance_out_of_range, seed_out_of_range, scheduler_unknown, num_images_out_of_range, "
+                "model_unknown, negative_prompt_unsupported, scheduler_unsupported, "
                 "webhook_event_unknown, webhook_url_too_long, cost_out_of_range, deadline_out_of_range), "
                 "`cancel_after_invalid`, `webhook_url_forbidden`, "
                 "`job_too_expensive` (with `cost_units` and `max_job_units`), "

@@ -35,28 +35,33 @@ class ClaimedBatch:
     jobs: list[GenerationJob]
 
 
-def claim_next_jobs(*, worker_hostname: str, max_images: int) -> ClaimedBatch:
+def claim_next_jobs(
+    *, worker_hostname: str, max_images: int, models: Sequence[str] | None = None
+) -> ClaimedBatch:
     """Claims the next job in fair order and up to ``max_images`` images of compatible ones.
 
     Clients take turns (``selectors.client_turn_order``): the head is the oldest queued job of
     the client whose turn it is, and compatible jobs fill the batch in the same turn order.
     Compatible means one pipeline call can serve them all: same model, size, steps, guidance
-    and scheduler. Each claim is a conditional UPDATE, so two workers never share a job; a
+    and scheduler. Only jobs of ``models`` (the models this worker serves; None: every model)
+    are considered. Each claim is a conditional UPDATE, so two workers never share a job; a
     worker that loses the head to another reads the turn order again. Queued jobs past their
     deadline are failed ``deadline_exceeded`` first and never claimed.
     """
     queued = GenerationJob.objects.filter(status=JobStatus.QUEUED)
+    if models is not None:
+        queued = queued.filter(model__in=models)
     for _attempt in range(CLAIM_ATTEMPTS):
         jobs_fail_overdue(statuses=(JobStatus.QUEUED,))
-        turn_order = selectors.client_turn_order()
+        turn_order = selectors.client_turn_order(models=models)
         if not turn_order:
             return ClaimedBatch(jobs=[])
         head = queued.filter(client_aggregate=turn_order[0]).order_by("created_at").first()
         if head is None:
             continue
-        compatible = queued.filter(
-            model_name=head.model_name, **{name: getattr(head, name) for name in BATCH_KEY_FIELDS}
-        ).exclude(pk=head.pk)
+        compatible = queued.filter(**{name: getattr(head, name) for name in BATCH_KEY_FIELDS}).exclude(
+            pk=head.pk
+        )
         # The head is its client's oldest job and that client's turn comes first: it stays first.
         candidates = _in_turns([head, *compatible.order_by("created_at")[:BATCH_CANDIDATES]], turn_order)
         claimed: list[GenerationJob] = []

@@ -70,14 +70,14 @@ def job_submit(
     ``cancel_after`` (a Go duration) and ``deadline_seconds`` set its deadline (jobs.deadlines).
     """
     params = submitted_parameters(parameters)
-    validate_parameters(params)
+    model = validate_parameters(params)
     cost_units = job_cost_units(
         width=params.width,
         height=params.height,
         steps=params.steps,
         num_images=params.num_images,
         guidance_scale=params.guidance_scale,
-        model=settings.GENERATOR_MODEL,
+        cost_weight=model.cost_weight,
     )
     caller = caller or anonymous_caller(client_ip)
     deadline = deadline_at(now=timezone.now(), cancel_after=cancel_after, deadline_seconds=deadline_seconds)
@@ -211,7 +211,7 @@ def _queue_job(
 
 def _generation_fields(params: GenerationParameters, *, seed: int) -> dict[str, object]:
     """The columns that decide the picture: what dedupe matches on and a new job stores."""
-    return {**GenerationJob.fields_from(replace(params, seed=seed)), "model_name": settings.GENERATOR_MODEL}
+    return GenerationJob.fields_from(replace(params, seed=seed))
 
 
 def _deduplicated_job(

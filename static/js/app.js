@@ -117,6 +117,27 @@
     }
   }
 
+  // --- choosing a model fills in its defaults and bounds (the server checks them again) --------
+
+  function onModelChange(event) {
+    const select = event.target;
+    if (!select.form || select.form.id !== "composer" || select.name !== "model") return;
+    const option = select.selectedOptions[0];
+    if (!option || !option.dataset.defaults) return;
+    const defaults = JSON.parse(option.dataset.defaults);
+    const ranges = JSON.parse(option.dataset.ranges);
+    Object.keys(ranges).forEach(function (name) {
+      const input = select.form.elements.namedItem(name);
+      if (!input || input.type !== "number") return;
+      input.min = ranges[name][0];
+      input.max = ranges[name][1];
+      if (name in defaults) input.value = defaults[name];
+    });
+    const size = select.form.elements.namedItem("size");
+    const preset = defaults.width + "x" + defaults.height;
+    if (size) size.value = Array.from(size.options).some((o) => o.value === preset) ? preset : "custom";
+  }
+
   function isGenerateRequest(event) {
     return event.detail.elt instanceof Element && event.detail.elt.matches("[data-generates]");
   }
@@ -147,6 +168,7 @@
 
   document.addEventListener("input", onSizeInput);
   document.addEventListener("change", onSizeInput);
+  document.addEventListener("change", onModelChange);
 
   function start() {
     startCountdowns();

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from generator import SCHEDULER_NAMES, GenerationParameters
+from generator import GenerationParameters
 from generator.engine import Engine, GeneratorOutOfMemory
+from generator.models import FAMILIES
 
 
 def png_bytes(image: Any) -> bytes:
@@ -25,6 +26,7 @@ def request(**overrides: Any) -> GenerationParameters:
         "steps": 3,
         "guidance_scale": 7.5,
         "seed": 7,
+        "model": "tiny-sd",
     }
     return GenerationParameters(**{**fields, **overrides})
 
@@ -108,7 +110,7 @@ def test_raising_from_the_step_callback_stops_the_run(engine: Engine) -> None:
     assert seen == [1, 2]
 
 
-@pytest.mark.parametrize("scheduler", SCHEDULER_NAMES)
+@pytest.mark.parametrize("scheduler", FAMILIES["sd15"].schedulers)
 def test_every_allowed_scheduler_generates(engine: Engine, scheduler: str) -> None:
     [result] = engine.generate([request(scheduler=scheduler)])
 

@@ -35,7 +35,7 @@ def test_cost_is_pixels_times_steps_times_images_times_guidance_relative_to_512_
         steps=steps,
         num_images=num_images,
         guidance_scale=guidance_scale,
-        model="any",
+        cost_weight=1.0,
     )
 
     assert cost == Decimal(units)
@@ -44,7 +44,7 @@ def test_cost_is_pixels_times_steps_times_images_times_guidance_relative_to_512_
 def test_a_cost_beyond_what_can_be_stored_is_a_validation_error() -> None:
     with pytest.raises(ApplicationError) as raised:
         job_cost_units(
-            width=10**9, height=10**9, steps=10**9, num_images=10**9, guidance_scale=7.5, model="any"
+            width=10**9, height=10**9, steps=10**9, num_images=10**9, guidance_scale=7.5, cost_weight=1.0
         )
 
     assert raised.value.code == "validation_error"

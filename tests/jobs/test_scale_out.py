@@ -96,7 +96,7 @@ def trace(workers: tuple[WorkerProcess, ...], job_ids: set[str]) -> dict[str, Co
 
 
 def compatibility(job: GenerationJob) -> tuple[object, ...]:
-    return (job.model_name, job.width, job.height, job.steps, job.guidance_scale, job.scheduler)
+    return (job.model, job.width, job.height, job.steps, job.guidance_scale, job.scheduler)
 
 
 def queue_jobs(

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from django.conf import settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from PIL import Image
@@ -29,7 +30,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def warm_engine(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> Engine:
-    monkeypatch.setattr(worker, "_engine", engine)
+    monkeypatch.setitem(worker._engines, settings.GENERATOR_DEFAULT_MODEL, engine)
     return engine
 
 
