@@ -27,7 +27,9 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import models, transaction
 from django.utils import timezone
-from django_ratelimit.core import get_usage
+
+# _get_window: the poll limit counts in the same windows as django-ratelimit's submit limit.
+from django_ratelimit.core import _get_window, get_usage
 
 from core.errors import ApplicationError
 from core.logging import log_event
@@ -255,17 +257,16 @@ _PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def _poll_window_hit(*, network: str, rate: str) -> int | None:
-    """Counts one status read in ``network``'s fixed window of ``rate`` ("600/m", "100/10s");
-    the seconds left in the window if it is over the rate, else None."""
+    """Counts one status read in ``network``'s window of ``rate`` ("600/m", "100/10s"); the
+    seconds left in the window if it is over the rate, else None. The windows are
+    django-ratelimit's (fixed, offset per client), as the submit limit's are."""
     limit, period = rate.split("/")
     period_seconds = int(period[:-1] or 1) * _PERIOD_SECONDS[period[-1]]
-    now = time.time()
-    window = int(now // period_seconds)
-    key = cache.make_key(f"rl:{STATUS_POLL_GROUP}:{period_seconds}:{network}:{window}")
-    count = _count_in_window_script(redis_client())(keys=[key], args=[period_seconds])
-    if count <= int(limit):
-        return None
-    return max(1, math.ceil((window + 1) * period_seconds - now))
+    window_end = _get_window(network, period_seconds)
+    key = cache.make_key(f"rl:{STATUS_POLL_GROUP}:{period_seconds}:{network}:{window_end}")
+    seconds_left = max(1, math.ceil(window_end - time.time()))
+    count = _count_in_window_script(redis_client())(keys=[key], args=[seconds_left + 1])
+    return seconds_left if count > int(limit) else None
 
 
 @functools.cache
