@@ -230,6 +230,9 @@ JOB_DEFAULTS = {
     "steps": env.int("JOB_DEFAULT_STEPS", default=25),
     "guidance_scale": env.float("JOB_DEFAULT_GUIDANCE", default=7.5),
 }
+# POST /v1/images/generations (the OpenAI-compatible face) waits this long for its job, under
+# nginx's 60 s proxy timeout; a job not done by then is answered 504 with its status URL.
+OPENAI_IMAGES_WAIT_SECONDS = env.float("OPENAI_IMAGES_WAIT_SECONDS", default=50.0)
 
 # --- Abuse control (ratelimit/) ----------------------------------------------------------
 # The client IP is the only identity. X-Forwarded-For is believed only from trusted proxies:
