@@ -240,6 +240,9 @@ GENERATOR_DEFAULT_MODEL = env.str("GENERATOR_DEFAULT_MODEL", default=next(iter(G
 # The models a GPU worker process claims jobs of (each loaded on its first job): size a host's
 # list by the models' memory_gb. Empty serves every model of the registry.
 GENERATOR_SERVED_MODELS = env.list("GENERATOR_SERVED_MODELS", default=[]) or list(GENERATOR_MODELS)
+# POST /v1/images/generations (the OpenAI-compatible face) waits this long for its job, under
+# nginx's 60 s proxy timeout; a job not done by then is answered 504 with its status URL.
+OPENAI_IMAGES_WAIT_SECONDS = env.float("OPENAI_IMAGES_WAIT_SECONDS", default=50.0)
 
 # --- Abuse control (ratelimit/) ----------------------------------------------------------
 # The client IP is the only identity. X-Forwarded-For is believed only from trusted proxies:
