@@ -37,3 +37,15 @@ def queue_full(retry_after: int) -> ApplicationError:
     return ApplicationError(
         code="queue_full", message="Too many jobs are waiting; try again later.", retry_after=retry_after
     )
+
+
+def too_many_streams(limit: int, retry_after: int) -> ApplicationError:
+    return ApplicationError(
+        code="too_many_streams",
+        message=f"This client already holds {limit} open event streams; close one first.",
+        retry_after=retry_after,
+    )
+
+
+def preview_not_found() -> ApplicationError:
+    return ApplicationError(code="preview_not_found", message="This job has no preview (yet, or any more).")

@@ -18,7 +18,7 @@ from config.celery import app as celery_app
 from config.celery import queue_pending_messages
 from core.redis import redis_client
 from jobs.errors import job_not_found
-from jobs.models import ACTIVE_STATUSES, FailureCode, GenerationJob, JobStatus
+from jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, FailureCode, GenerationJob, JobStatus
 
 # A heartbeat key (a job's, or a GPU worker's liveness) outlives its refresh by this many
 # intervals, so one late beat is no death.
@@ -457,3 +457,9 @@ def queue_history(*, buckets: int = 12, span: timedelta = timedelta(hours=1)) ->
         queue_depth=[counts[f"waiting_{i}"] for i in range(buckets)],
         failures=failures,
     )
+
+
+def job_is_finished(*, job_id: uuid.UUID) -> bool:
+    """Whether the job reached a terminal status; an unknown job counts as finished (nothing to wait for)."""
+    status = GenerationJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    return status is None or status in TERMINAL_STATUSES

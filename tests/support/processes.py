@@ -112,7 +112,8 @@ def free_port() -> int:
 
 
 class WebProcess:
-    """gunicorn with ``config/gunicorn.py``, configured by environment variables alone."""
+    """gunicorn with ``config/gunicorn.py`` serving ``config.asgi``, as production runs it, configured
+    by environment variables alone."""
 
     def __init__(self, *, extra_env: dict[str, str] | None = None) -> None:
         self.url = f"http://127.0.0.1:{free_port()}"
@@ -126,7 +127,7 @@ class WebProcess:
             **(extra_env or {}),
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.py", "config.wsgi"],
+            [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.py", "config.asgi"],
             cwd=ROOT,
             env=env,
             stdout=self.log_path.open("w"),
