@@ -11,7 +11,7 @@ from typing import Any
 port = os.environ.get("PORT", "8000")
 bind = os.environ.get("WEB_BIND", f"0.0.0.0:{port}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-worker_class = "uvicorn_worker.UvicornWorker"
+worker_class = "config.uvicorn_worker.StreamEndingUvicornWorker"
 # The worker's heartbeat to the arbiter: a process whose event loop stalls this long is
 # restarted. Long-lived streams do not count against it.
 timeout = int(os.environ.get("WEB_TIMEOUT", "30"))

@@ -23,6 +23,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from core.errors import ApplicationError, error_body
+from core.shutdown import process_stopping
 from jobs import selectors
 from jobs.api.errors import http_status
 from jobs.api.serializers import JobSerializer, absolute_url
@@ -90,6 +91,8 @@ class JobEventStream:
                     while True:
                         live = await subscription.next_event(settings.EVENTS_KEEPALIVE_SECONDS)
                         if live is None:
+                            if process_stopping().is_set():
+                                return  # the client reconnects, with Last-Event-ID, to another process
                             if subscription.lost.is_set():
                                 break
                             yield b": keep-alive\n\n"

@@ -16,6 +16,7 @@ from django.conf import settings
 
 from core.logging import log_event
 from core.redis import async_redis_client
+from core.shutdown import process_stopping
 from jobs.live.events import EVENTS_CHANNEL, JobEvent, parse_published
 
 logger = logging.getLogger(__name__)
@@ -42,10 +43,14 @@ class Subscription:
             self.lost.set()
 
     async def next_event(self, timeout: float) -> JobEvent | None:
-        """The next event, or None after ``timeout`` seconds or once ``lost`` is set."""
+        """The next event, or None after ``timeout`` seconds, once ``lost`` is set, or once the
+        process is stopping."""
         get = asyncio.ensure_future(self.queue.get())
         lost = asyncio.ensure_future(self.lost.wait())
-        done, pending = await asyncio.wait({get, lost}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        stopping = asyncio.ensure_future(process_stopping().wait())
+        done, pending = await asyncio.wait(
+            {get, lost, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         for task in pending:
             task.cancel()
         if get in done:

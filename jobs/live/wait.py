@@ -8,6 +8,7 @@ import uuid
 
 from asgiref.sync import sync_to_async
 
+from core.shutdown import process_stopping
 from jobs import selectors
 from jobs.live.hub import event_hub
 
@@ -27,6 +28,8 @@ async def wait_for_job_end(job_id: uuid.UUID, timeout_seconds: float) -> None:
             subscription.lost.clear()
             while (remaining := deadline - loop.time()) > 0:
                 event = await subscription.next_event(min(remaining, RECHECK_SECONDS))
+                if process_stopping().is_set():
+                    return  # the answer goes out as things are, before the process stops
                 if event is None or event.terminal:
                     break
             if deadline - loop.time() <= 0:
