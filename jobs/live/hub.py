@@ -46,13 +46,17 @@ class Subscription:
         """The next event, or None after ``timeout`` seconds, once ``lost`` is set, or once the
         process is stopping."""
         get = asyncio.ensure_future(self.queue.get())
-        lost = asyncio.ensure_future(self.lost.wait())
-        stopping = asyncio.ensure_future(process_stopping().wait())
-        done, pending = await asyncio.wait(
-            {get, lost, stopping}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
-        for task in pending:
-            task.cancel()
+        waiters = {
+            get,
+            asyncio.ensure_future(self.lost.wait()),
+            asyncio.ensure_future(process_stopping().wait()),
+        }
+        try:
+            done, _ = await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also when the stream itself is cancelled (its client went away).
+            for waiter in waiters:
+                waiter.cancel()
         if get in done:
             return get.result()
         return None
