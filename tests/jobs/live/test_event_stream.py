@@ -229,3 +229,35 @@ def test_a_client_reconnecting_after_a_web_restart_misses_nothing(
     stored = [event for event in received + after if event.event != "queued"]
     assert after[-1].event == "completed"
     assert [(e.id, e.event) for e in stored] == [(e.id, e.event) for e in everything]
+
+
+def test_prefer_wait_answers_200_with_the_finished_job_and_caps_the_wait(
+    web: WebProcess, gpu_worker: WorkerProcess
+) -> None:
+    response = requests.post(
+        f"{web.url}/api/v1/jobs", json={**JOB, "steps": 4}, headers={"Prefer": "wait=600"}, timeout=120
+    )
+
+    assert response.status_code == 200
+    assert response.headers["Preference-Applied"] == "wait=60"
+    body = response.json()
+    assert body["status"] == "completed"
+    assert body["image_url"]
+    assert response.headers["Location"] == body["status_url"]
+
+
+def test_prefer_wait_that_runs_out_answers_202_with_the_job_as_it_is(
+    web: WebProcess, gpu_worker: WorkerProcess
+) -> None:
+    response = requests.post(
+        f"{web.url}/api/v1/jobs",
+        json={**JOB, "steps": 100, "width": 256, "height": 256},
+        headers={"Prefer": "respond-async, wait=1"},
+        timeout=60,
+    )
+    body = response.json()
+    requests.post(f"{body['status_url']}/cancel", timeout=10)
+
+    assert response.status_code == 202
+    assert response.headers["Preference-Applied"] == "wait=1"
+    assert body["status"] in {"queued", "running"}
