@@ -3,6 +3,7 @@ process (gunicorn + uvicorn's worker, as production runs it) while a real GPU wo
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -159,22 +160,31 @@ def test_a_preview_of_a_job_without_one_is_a_404_json_error(web: WebProcess) -> 
     assert body["error"]["code"] == "preview_not_found"
 
 
+def open_stream_from(web: WebProcess, job_id: str, source: str) -> http.client.HTTPResponse:
+    """A stream opened from the loopback address ``source``: a client of its own for the limits."""
+    host, port = web.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30, source_address=(source, 0))
+    connection.request("GET", f"/api/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"})
+    return connection.getresponse()
+
+
 def test_streams_over_the_per_client_limit_are_refused_with_429(django_db_setup: None) -> None:
     web = WebProcess(extra_env={**WEB_ENV, "EVENTS_MAX_STREAMS_PER_CLIENT": "2"})
     try:
         web.wait_ready()
         job_id = str(GenerationJobFactory().pk)
-        held = [open_stream(events_url(web, job_id)) for _ in range(2)]
-        refused = open_stream(events_url(web, job_id))
-        for response in held:
-            response.close()
+        held = [open_stream_from(web, job_id, "127.0.0.21") for _ in range(2)]
+        refused = open_stream_from(web, job_id, "127.0.0.21")
+        other_client = open_stream_from(web, job_id, "127.0.0.22")
 
-        assert [response.status_code for response in held] == [200, 200]
-        assert refused.status_code == 429
-        assert refused.json()["error"]["code"] == "too_many_streams"
-        assert int(refused.headers["Retry-After"]) >= 1
+        assert [response.status for response in held] == [200, 200]
+        assert refused.status == 429
+        assert json.loads(refused.read())["error"]["code"] == "too_many_streams"
+        assert int(refused.getheader("Retry-After", "0")) >= 1
+        assert other_client.status == 200
         # A closed stream frees its place.
-        wait_for(lambda: open_stream(events_url(web, job_id)).status_code == 200, timeout=30, interval=0.5)
+        held[0].close()
+        wait_for(lambda: open_stream_from(web, job_id, "127.0.0.21").status == 200, timeout=30, interval=0.5)
     finally:
         web.stop()
 
