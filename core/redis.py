@@ -12,6 +12,9 @@ import redis
 import redis.asyncio
 from django.conf import settings
 
+# Per event loop (one per web process); the pub/sub subscription takes one more of its own.
+ASYNC_MAX_CONNECTIONS = 32
+
 _async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, redis.asyncio.Redis]] = (
     weakref.WeakKeyDictionary()
 )
@@ -42,7 +45,15 @@ def async_redis_client(url: str | None = None) -> redis.asyncio.Redis:
     url = url or settings.REDIS_URL
     if url not in clients:
         timeout_seconds = settings.REDIS_SOCKET_TIMEOUT_SECONDS
-        clients[url] = redis.asyncio.Redis.from_url(
-            url, socket_connect_timeout=timeout_seconds, socket_timeout=timeout_seconds, decode_responses=True
+        # Thousands of streams share a few connections: a burst waits its turn for one (as long
+        # as a command may take) rather than fail as the default pool does past its maximum.
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url,
+            max_connections=ASYNC_MAX_CONNECTIONS,
+            timeout=timeout_seconds,
+            socket_connect_timeout=timeout_seconds,
+            socket_timeout=timeout_seconds,
+            decode_responses=True,
         )
+        clients[url] = redis.asyncio.Redis(connection_pool=pool)
     return clients[url]
