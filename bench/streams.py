@@ -44,11 +44,15 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def rss_mib(pid: int) -> float:
+def process_status(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for {pid}")
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} for {pid}")
+
+
+def rss_mib(pid: int) -> float:
+    return process_status(pid, "VmRSS") / 1024
 
 
 def web_worker_pid(master: int) -> int:
@@ -147,20 +151,20 @@ async def measure(args: argparse.Namespace, job_id: str, web_url: str, master_pi
     for task in warm_tasks:
         task.cancel()
     await asyncio.sleep(1)
-    before = rss_mib(worker_pid)
+    before, threads_before = rss_mib(worker_pid), process_status(worker_pid, "Threads")
 
     opened = time.perf_counter()
     held, held_tasks = await open_clients(args.held, host, int(port), path)
     open_seconds = time.perf_counter() - opened
     await asyncio.sleep(2)
-    after = rss_mib(worker_pid)
+    after, threads_after = rss_mib(worker_pid), process_status(worker_pid, "Threads")
     reach = await publish_and_wait(job_id, [1], 1000, held, gap=0)
     reached = sum(1 for client in held if 1 in client.steps_seen)
     held_latencies = [client.latencies[0] for client in held if client.latencies]
     print(f"phase 1: {args.held} streams of one job on one web process")
     print(
         f"  opened in {open_seconds:.1f} s; web RSS {before:.1f} -> {after:.1f} MiB: "
-        f"{(after - before) * 1024 / args.held:.1f} KiB per idle stream"
+        f"{(after - before) * 1024 / args.held:.1f} KiB per idle stream; threads {threads_before} -> {threads_after}"
     )
     print(
         f"  one progress write reached {reached}/{args.held} streams in {reach:.2f} s; latency p50 "
@@ -170,7 +174,8 @@ async def measure(args: argparse.Namespace, job_id: str, web_url: str, master_pi
     for task in held_tasks[args.timed :]:
         task.cancel()
     timed = held[: args.timed]
-    await asyncio.sleep(2)
+    # The closed streams' clean-up (one Redis call each) settles before the timed phase.
+    await asyncio.sleep(10)
     for client in timed:
         client.latencies.clear()
 
