@@ -34,5 +34,11 @@ def test_swagger_ui_renders_every_operation_without_csp_violations(live_server: 
         finally:
             browser.close()
 
-    assert sorted(operations) == ["/api/v1/jobs", "/api/v1/jobs/{job_id}", "/api/v1/jobs/{job_id}/cancel"]
+    assert sorted(operations) == [
+        "/api/v1/jobs",
+        "/api/v1/jobs/{job_id}",
+        "/api/v1/jobs/{job_id}/cancel",
+        "/api/v1/jobs/{job_id}/events",
+        "/api/v1/jobs/{job_id}/preview",
+    ]
     assert problems == []
