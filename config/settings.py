@@ -297,7 +297,7 @@ SPECTACULAR_SETTINGS = {
     # The event stream is an async view the generator cannot see: a hook adds its entry.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
-        "jobs.api.schema.add_event_stream",
+        "jobs.api.event_stream_schema.add_event_stream",
     ],
 }
 
