@@ -41,7 +41,7 @@ def test_the_page_shows_previews_changing_in_the_frame_while_the_job_runs(
     )
     page.goto(f"{asgi_site}/")
     # Many steps, so previews (every 5 steps) keep coming for a while on the tiny model.
-    fill_request(page, prompt="a harbour at night", width="256", height="192", steps="80")
+    fill_request(page, prompt="a harbour at night", width="192", height="128", steps="50")
     page.get_by_role("button", name="Generate").click()
 
     preview = page.locator("#job .frame-preview")
@@ -49,19 +49,21 @@ def test_the_page_shows_previews_changing_in_the_frame_while_the_job_runs(
     expect(preview).to_have_js_property("complete", True)
     first_source = preview.get_attribute("src")
     frame_box = box(page, "#job .frame")
-    assert frame_box["width"] / frame_box["height"] == pytest.approx(256 / 192, abs=0.02)
+    assert frame_box["width"] / frame_box["height"] == pytest.approx(192 / 128, abs=0.02)
     assert box(page, "#job .frame-preview") == frame_box  # the preview fills the skeleton's box
     page.screenshot(path=screenshot_dir / "live-01-first-preview.png", full_page=True)
     polls_while_streaming = len(status_requests)
-
-    expect(preview).not_to_have_attribute("src", first_source or "")
+    # The first preview comes at step 5 of 51: the job is still running, the stream open.
     expect(page.locator("#job .job-state")).to_contain_text("Generating · step")
     expect(page.locator("#generate-button")).to_contain_text("Generating · step")
-    page.screenshot(path=screenshot_dir / "live-02-later-preview.png", full_page=True)
     assert page.evaluate("document.getElementById('job').dataset.streaming") == "true"
 
+    expect(preview).not_to_have_attribute("src", first_source or "")
+    page.screenshot(path=screenshot_dir / "live-02-later-preview.png", full_page=True)
+
     image = page.locator("#job .frame-image")
-    expect(image).to_be_visible(timeout=120_000)
+    # Generous: the tiny model's 50 steps are slow when the machine is loaded.
+    expect(image).to_be_visible(timeout=240_000)
     assert box(page, "#job .frame") == frame_box
     # The stream said it all: no poll went out while it was open, only the one fetch at its end.
     assert len(status_requests) - polls_while_streaming == 1
