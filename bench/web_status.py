@@ -70,7 +70,7 @@ def prepare_database(run_dir: Path) -> str:
         steps=25,
         guidance_scale=7.5,
         seed=1,
-        model_name="bench",
+        model="tiny-sd",
         status=JobStatus.COMPLETED,
         progress_step=25,
         progress_total=25,
@@ -92,7 +92,7 @@ def start_server(command: str, port: int, log: Path) -> subprocess.Popen[bytes]:
         # As many requests as the bench sends, and never a 429: the limit is still counted.
         "STATUS_POLL_RATE": "100000000/m",
         # Persistent database connections, as docker/.env.example ships.
-        "CONN_MAX_AGE": "60",
+        "CONN_MAX_AGE": "0",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
     return subprocess.Popen(

@@ -25,7 +25,7 @@ from core.stored_secrets import decrypt_secret
 from generator import ParameterLimits
 from generator.models import ModelSpec
 from jobs.errors import job_not_found
-from jobs.models import ACTIVE_STATUSES, FailureCode, GenerationJob, JobImage, JobStatus
+from jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, FailureCode, GenerationJob, JobImage, JobStatus
 from ratelimit.selectors import api_key_webhook_secrets
 
 # A heartbeat key (a job's, or a GPU worker's liveness) outlives its refresh by this many
@@ -587,3 +587,9 @@ def job_webhook_secrets(*, job_id: uuid.UUID | str) -> list[str]:
 def job_own_webhook_secret(*, job: GenerationJob) -> str | None:
     """An anonymous job's own webhook secret, for its submit's answer only; None for others."""
     return decrypt_secret(job.webhook_secret_encrypted) if job.webhook_secret_encrypted else None
+
+
+def job_is_finished(*, job_id: uuid.UUID) -> bool:
+    """Whether the job reached a terminal status; an unknown job counts as finished (nothing to wait for)."""
+    status = GenerationJob.objects.filter(pk=job_id).values_list("status", flat=True).first()
+    return status is None or status in TERMINAL_STATUSES

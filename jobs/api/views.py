@@ -98,7 +98,9 @@ class JobListView(APIView):
             "`Location` = its status URL. With an explicit `seed`, a request identical to a "
             "completed one is answered as an already `completed` job with the same files "
             "(`deduplicated: true`). A retried submit with the same `Idempotency-Key` and "
-            "body (same client, within 24 hours) answers 202 with the original job."
+            "body (same client, within 24 hours) answers 202 with the original job. With "
+            "`Prefer: wait=N` the answer waits until the job ends or N seconds pass (N is capped, "
+            "60 by default), then answers 200 with the finished job or 202 as usual."
         ),
         request=JobSubmitInputSerializer,
         parameters=[
@@ -120,10 +122,27 @@ class JobListView(APIView):
                 ),
                 pattern=CANCEL_AFTER_PATTERN,
             ),
-            response_header("Location", "The job's status URL.", statuses=[202]),
+            OpenApiParameter(
+                "Prefer",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="`wait=N`: wait up to N seconds for the job's end before answering.",
+                pattern=r"wait=\d+",
+            ),
+            response_header("Location", "The job's status URL.", statuses=[200, 202]),
+            OpenApiParameter(
+                "Preference-Applied",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="`wait=N`, the wait applied, when the request sent `Prefer: wait`.",
+                response=[200, 202],
+            ),
             RETRY_AFTER,
         ],
         responses={
+            200: OpenApiResponse(
+                JobSubmittedSerializer, description="With `Prefer: wait`: the job ended in time."
+            ),
             202: JobSubmittedSerializer,
             400: error_response(
                 "`validation_error` (with `fields`; field codes: required, invalid, prompt_empty, "
