@@ -223,6 +223,9 @@ EVENTS_KEEPALIVE_SECONDS = env.float("EVENTS_KEEPALIVE_SECONDS", default=15.0)
 # Events a stream may fall behind before it re-reads them from Redis instead of its queue.
 EVENTS_CLIENT_QUEUE_SIZE = env.int("EVENTS_CLIENT_QUEUE_SIZE", default=64)
 EVENTS_MAX_STREAMS_PER_CLIENT = env.int("EVENTS_MAX_STREAMS_PER_CLIENT", default=20)
+# An idle stream ends after this long without its terminal event; the client resumes it with
+# Last-Event-ID, so no connection is held for ever by a job that waits for hours.
+EVENTS_MAX_STREAM_SECONDS = env.int("EVENTS_MAX_STREAM_SECONDS", default=900)
 # A preview every this many steps (0: none); TAESD when a folder holds an AutoencoderTiny.
 PREVIEW_EVERY_STEPS = env.int("PREVIEW_EVERY_STEPS", default=5)
 PREVIEW_FORMAT = env.str("PREVIEW_FORMAT", default="webp")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -73,6 +74,7 @@ class JobEventStream:
         self.slot = slot
         self.queue_position: int | None = None
         self.finished = False
+        self.ends_at = time.monotonic() + settings.EVENTS_MAX_STREAM_SECONDS
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         try:
@@ -91,8 +93,8 @@ class JobEventStream:
                     while True:
                         live = await subscription.next_event(settings.EVENTS_KEEPALIVE_SECONDS)
                         if live is None:
-                            if process_stopping().is_set():
-                                return  # the client reconnects, with Last-Event-ID, to another process
+                            if process_stopping().is_set() or time.monotonic() >= self.ends_at:
+                                return  # the client reconnects with Last-Event-ID (maybe to another process)
                             if subscription.lost.is_set():
                                 break
                             yield b": keep-alive\n\n"

@@ -206,8 +206,11 @@ def tiny_limits(settings: Any) -> None:
     """Generated jobs are committed and wake any real worker of the session: keep them tiny."""
     settings.JOB_LIMITS = {**settings.JOB_LIMITS, "min_size": 64, "max_size": 64, "max_steps": 2}
     settings.JOB_DEFAULTS = {**settings.JOB_DEFAULTS, "width": 64, "height": 64, "steps": 2}
-    # A generated "Prefer: wait=N" answers at once rather than wait for a worker that may not run.
+    # A generated "Prefer: wait=N" answers at once, and a job's event stream ends soon, rather
+    # than wait for a worker that may not run.
     settings.SUBMIT_WAIT_MAX_SECONDS = 0
+    settings.EVENTS_KEEPALIVE_SECONDS = 0.2
+    settings.EVENTS_MAX_STREAM_SECONDS = 1
 
 
 @pytest.mark.usefixtures("tiny_limits")
