@@ -32,7 +32,7 @@ from eta import ROOT, free_port, start_redis
 
 sys.path.insert(0, str(ROOT))
 
-GUNICORN = "python -m gunicorn --config config/gunicorn.py config.wsgi"
+GUNICORN = "python -m gunicorn --config config/gunicorn.py config.asgi"
 
 
 def parse_args() -> argparse.Namespace:

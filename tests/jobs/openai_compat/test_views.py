@@ -42,7 +42,7 @@ ANONYMOUS: dict[str, Any] = {"extra_headers": {"Authorization": openai.omit}}
 def test_url_format_answers_every_image_as_a_url_for_the_callers_api_key(
     web: WebProcess, gpu_worker: WorkerProcess
 ) -> None:
-    api_key, plain = api_key_create(name="openai-client")
+    api_key, plain, _webhook_secret = api_key_create(name="openai-client")
 
     result = openai_client(web, plain).images.generate(
         prompt="a paper boat", n=2, size="64x64", model="default"

@@ -21,8 +21,9 @@ from tests.support.processes import WorkerProcess
 
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
-# Long enough for the worker to need a while: there is time to see it run, then cancel it.
-SLOW = {"width": "192", "height": "192", "steps": "100"}
+# The largest, longest job the limits allow: the fast tiny model needs about 20 s for it, time
+# enough to see it run, poll, then cancel it.
+SLOW = {"width": "1024", "height": "1024", "steps": "100"}
 
 
 @pytest.fixture
