@@ -32,7 +32,9 @@ from eta import ROOT, free_port, start_redis
 
 sys.path.insert(0, str(ROOT))
 
-GUNICORN = "python -m gunicorn --config config/gunicorn.py config.asgi"
+# The shipped web command, without its recycling: a process restarting mid-run resets wrk's
+# connections, which measures the restart, not the poll path.
+GUNICORN = "python -m gunicorn --config config/gunicorn.py --max-requests 0 config.asgi"
 
 
 def parse_args() -> argparse.Namespace:
