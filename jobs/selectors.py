@@ -283,6 +283,16 @@ class FailureCount:
 
 
 @dataclass(frozen=True)
+class ModelQueue:
+    """One model's line on the dashboard: each model has its own queue and workers."""
+
+    model: str
+    queued: int
+    running: int
+    oldest_queued_age_seconds: float | None
+
+
+@dataclass(frozen=True)
 class QueueDashboard:
     queued: int
     running: int
@@ -297,6 +307,7 @@ class QueueDashboard:
     failures: list[FailureCount]
     run_seconds_p50: float | None
     run_seconds_p95: float | None
+    by_model: list[ModelQueue]
 
 
 def queue_dashboard() -> QueueDashboard:
@@ -306,15 +317,20 @@ def queue_dashboard() -> QueueDashboard:
 
     counts: dict[str, int] = {}
     oldest_queued: datetime | None = None
-    for status, n, oldest in (
+    # Every configured model, idle or not, then any model jobs still name but the registry dropped.
+    model_counts: dict[str, dict[str, int]] = {model: {} for model in model_names()}
+    model_oldest_queued: dict[str, datetime] = {}
+    for model, status, n, oldest in (
         GenerationJob.objects.filter(status__in=ACTIVE_STATUSES)
         .order_by()
-        .values_list("status")
+        .values_list("model", "status")
         .annotate(n=Count("pk"), oldest=Min("created_at"))
     ):
-        counts[status] = n
+        counts[status] = counts.get(status, 0) + n
+        model_counts.setdefault(model, {})[status] = n
         if status == JobStatus.QUEUED:
-            oldest_queued = oldest
+            model_oldest_queued[model] = oldest
+            oldest_queued = min(oldest_queued, oldest) if oldest_queued else oldest
     queued = counts.get(JobStatus.QUEUED, 0)
 
     completed = GenerationJob.objects.filter(status=JobStatus.COMPLETED, finished_at__gte=day_ago).aggregate(
@@ -356,6 +372,19 @@ def queue_dashboard() -> QueueDashboard:
         failures=failures,
         run_seconds_p50=p50,
         run_seconds_p95=p95,
+        by_model=[
+            ModelQueue(
+                model=model,
+                queued=model_counts[model].get(JobStatus.QUEUED, 0),
+                running=model_counts[model].get(JobStatus.RUNNING, 0),
+                oldest_queued_age_seconds=(
+                    (now - model_oldest_queued[model]).total_seconds()
+                    if model in model_oldest_queued
+                    else None
+                ),
+            )
+            for model in model_counts
+        ],
     )
 
 
