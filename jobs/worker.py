@@ -45,7 +45,7 @@ def get_engine(model: str) -> Engine:
             allow_hub=settings.GENERATOR_ALLOW_HUB,
             device=settings.GENERATOR_DEVICE,
             dtype=settings.GENERATOR_DTYPE,
-            compile_unet=settings.GENERATOR_COMPILE,
+            compile_denoiser=settings.GENERATOR_COMPILE,
         )
         if settings.GENERATOR_WARMUP:
             engine.warm_up()
