@@ -166,12 +166,14 @@ def build_tiny_pipeline(*, family: str = "sd15", seed: int = 0):  # type: ignore
     return builders[family](tokenizer, t5_tokenizer)
 
 
-def _sd15(tokenizer: Any, _t5_tokenizer: Any) -> Any:
+def tiny_unet(**family_specific: Any) -> Any:
+    """The tiny UNet of SD 1.5 and SDXL; ``family_specific`` adds the cross-attention width and
+    SDXL's conditioning."""
     from diffusers import UNet2DConditionModel
 
     # Attention only in the lowest-resolution block (a 16x16 latent at 512 px): attention at
     # higher latent resolutions dominates CPU time without making noise any prettier.
-    unet = UNet2DConditionModel(
+    return UNet2DConditionModel(
         block_out_channels=(8, 16, 16),
         layers_per_block=1,
         norm_num_groups=8,
@@ -180,34 +182,27 @@ def _sd15(tokenizer: Any, _t5_tokenizer: Any) -> Any:
         out_channels=4,
         down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-        cross_attention_dim=TEXT_WIDTH,
         attention_head_dim=4,
+        **family_specific,
     )
-    return assemble_pipeline(
-        unet=unet,
-        vae=tiny_vae(latent_channels=4),
-        text_encoder=clip_text_encoder(tokenizer),
-        tokenizer=tokenizer,
-    )
+
+
+def _sd15(tokenizer: Any, _t5_tokenizer: Any) -> Any:
+    # In this order, so the seeded weights are the ones every earlier build of it had.
+    text_encoder = clip_text_encoder(tokenizer)
+    unet = tiny_unet(cross_attention_dim=TEXT_WIDTH)
+    vae = tiny_vae(latent_channels=4)
+    return assemble_pipeline(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
 
 
 def _sdxl(tokenizer: Any, _t5_tokenizer: Any) -> Any:
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
     time_embed_dim = 8
     # SDXL conditions on both encoders' hidden states side by side, and on the second's pooled
     # projection plus six size numbers (original size, crop, target size) of time_embed_dim each.
-    unet = UNet2DConditionModel(
-        block_out_channels=(8, 16, 16),
-        layers_per_block=1,
-        norm_num_groups=8,
-        sample_size=64,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+    unet = tiny_unet(
         cross_attention_dim=2 * TEXT_WIDTH,
-        attention_head_dim=4,
         use_linear_projection=True,
         addition_embed_type="text_time",
         addition_time_embed_dim=time_embed_dim,
