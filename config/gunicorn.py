@@ -1,5 +1,6 @@
-"""gunicorn settings of the web process, from the environment: requests are short (the GPU work
-is elsewhere), so threads serve most of the concurrency and a few processes use the cores."""
+"""gunicorn settings of the web process, from the environment: uvicorn's worker serves the ASGI
+app (config.asgi), so an event stream waits on the event loop, not in a thread; sync views run
+in Django's thread pool, and a few processes use the cores."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 port = os.environ.get("PORT", "8000")
 bind = os.environ.get("WEB_BIND", f"0.0.0.0:{port}")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "8"))
-worker_class = "gthread"
-# No view waits on the GPU: a request that takes this long is stuck, not slow.
+worker_class = "config.uvicorn_worker.StreamEndingUvicornWorker"
+# The worker's heartbeat to the arbiter: a process whose event loop stalls this long is
+# restarted. Long-lived streams do not count against it.
 timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
 graceful_timeout = 20
 keepalive = 5

@@ -216,6 +216,21 @@ GENERATION_BATCH_IMAGES = env.int("GENERATION_BATCH_IMAGES", default=4)
 PROGRESS_MIN_STEPS = env.int("PROGRESS_MIN_STEPS", default=2)
 PROGRESS_MIN_SECONDS = env.float("PROGRESS_MIN_SECONDS", default=0.5)
 
+# --- Live jobs: event streams, previews, Prefer: wait (docs/api.md#live-events) -----------
+# A job's events stay in Redis this long for Last-Event-ID resume and late subscribers.
+EVENTS_TTL_SECONDS = env.int("EVENTS_TTL_SECONDS", default=3600)
+EVENTS_KEEPALIVE_SECONDS = env.float("EVENTS_KEEPALIVE_SECONDS", default=15.0)
+# Events a stream may fall behind before it re-reads them from Redis instead of its queue.
+EVENTS_CLIENT_QUEUE_SIZE = env.int("EVENTS_CLIENT_QUEUE_SIZE", default=64)
+EVENTS_MAX_STREAMS_PER_CLIENT = env.int("EVENTS_MAX_STREAMS_PER_CLIENT", default=20)
+# A preview every this many steps (0: none); TAESD when a folder holds an AutoencoderTiny.
+PREVIEW_EVERY_STEPS = env.int("PREVIEW_EVERY_STEPS", default=5)
+PREVIEW_FORMAT = env.str("PREVIEW_FORMAT", default="webp")
+PREVIEW_TAESD = env.str("PREVIEW_TAESD", default="")
+PREVIEW_TTL_SECONDS = env.int("PREVIEW_TTL_SECONDS", default=600)
+# The longest a submit with "Prefer: wait=N" waits for its job's end.
+SUBMIT_WAIT_MAX_SECONDS = env.int("SUBMIT_WAIT_MAX_SECONDS", default=60)
+
 JOB_LIMITS = {
     "prompt_max_chars": env.int("JOB_PROMPT_MAX_CHARS", default=1000),
     "min_size": env.int("JOB_MIN_SIZE", default=64),
@@ -240,6 +255,9 @@ GENERATOR_DEFAULT_MODEL = env.str("GENERATOR_DEFAULT_MODEL", default=next(iter(G
 # The models a GPU worker process claims jobs of (each loaded on its first job): size a host's
 # list by the models' memory_gb. Empty serves every model of the registry.
 GENERATOR_SERVED_MODELS = env.list("GENERATOR_SERVED_MODELS", default=[]) or list(GENERATOR_MODELS)
+# POST /v1/images/generations (the OpenAI-compatible face) waits this long for its job, under
+# nginx's 60 s proxy timeout; a job not done by then is answered 504 with its status URL.
+OPENAI_IMAGES_WAIT_SECONDS = env.float("OPENAI_IMAGES_WAIT_SECONDS", default=50.0)
 
 # --- Abuse control (ratelimit/) ----------------------------------------------------------
 # The client IP is the only identity. X-Forwarded-For is believed only from trusted proxies:
@@ -294,10 +312,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    # Every limit the server enforces, from its own rules, and links from submit to status/cancel.
+    # Every limit the server enforces, from its own rules, and links from submit to status/cancel;
+    # the event stream is an async view the generator cannot see: a hook adds its entry.
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "jobs.api.schema.declare_enforced_limits",
+        "jobs.api.event_stream_schema.add_event_stream",
     ],
 }
 

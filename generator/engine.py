@@ -40,6 +40,8 @@ assert set(_SCHEDULER_CLASSES) | {"default"} == set(SCHEDULER_NAMES)
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 StepCallback = Callable[[int, int], None]
+# Gets the step and the latents after it (one row per image), before ``on_step`` runs.
+LatentsCallback = Callable[[int, torch.Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,11 @@ class Engine:
         )
 
     def generate(
-        self, requests: Sequence[GenerationParameters], *, on_step: StepCallback | None = None
+        self,
+        requests: Sequence[GenerationParameters],
+        *,
+        on_step: StepCallback | None = None,
+        on_latents: LatentsCallback | None = None,
     ) -> list[GenerationResult]:
         """Runs compatible requests as one pipeline call; results come back in request order.
         Each image has a CPU generator seeded ``seed + index``: the same noise whatever shares the
@@ -191,6 +197,8 @@ class Engine:
         def step_end(
             pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
         ) -> dict[str, Any]:
+            if on_latents is not None:
+                on_latents(step + 1, callback_kwargs["latents"])
             if on_step is not None:
                 # PNDM runs steps + 1 timesteps: the pipeline's own count is the true total.
                 on_step(step + 1, int(pipeline.num_timesteps))
@@ -212,6 +220,7 @@ class Engine:
                     guidance_scale=first.guidance_scale,
                     generator=[torch.Generator(device="cpu").manual_seed(seed) for _, seed in per_image],
                     callback_on_step_end=step_end,
+                    callback_on_step_end_tensor_inputs=["latents"],
                     output_type="pil",
                 )
         except torch.OutOfMemoryError as exc:

@@ -328,3 +328,22 @@ def is_current_tiny_model(destination: Path) -> bool:
         return version_file.read_text(encoding="utf-8").strip() == str(TINY_MODEL_VERSION)
     unet_config = destination / "unet" / "config.json"
     return not (unet_config.exists() and json.loads(unet_config.read_text())["block_out_channels"] == [8, 16])
+
+
+def build_tiny_taesd(destination: Path, *, seed: int = 0) -> Path:
+    """Saves a tiny ``AutoencoderTiny`` (TAESD's class) with seeded random weights, for the
+    preview decoder's tests: it decodes the tiny model's 4-channel latents at twice their size."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(seed)
+    taesd = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8),
+        decoder_block_out_channels=(8, 8),
+        num_encoder_blocks=(1, 1),
+        num_decoder_blocks=(1, 1),
+        latent_channels=4,
+    )
+    destination.mkdir(parents=True, exist_ok=True)
+    taesd.save_pretrained(str(destination), safe_serialization=True)  # type: ignore[attr-defined]
+    return destination

@@ -47,3 +47,15 @@ def cancel_after_invalid(value: str, min_seconds: int, max_seconds: int) -> Appl
             f"from {min_seconds} to {max_seconds} seconds."
         ),
     )
+
+
+def too_many_streams(limit: int, retry_after: int) -> ApplicationError:
+    return ApplicationError(
+        code="too_many_streams",
+        message=f"This client already holds {limit} open event streams; close one first.",
+        retry_after=retry_after,
+    )
+
+
+def preview_not_found() -> ApplicationError:
+    return ApplicationError(code="preview_not_found", message="This job has no preview (yet, or any more).")

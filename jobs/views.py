@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
+from django.core.handlers.asgi import ASGIRequest
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -93,7 +94,7 @@ def _resubmit_fields(job: GenerationJob, **overrides: Any) -> list[tuple[str, An
     return [(name, "" if value is None else str(value)) for name, value in values.items()]
 
 
-def _job_context(job: GenerationJob) -> dict[str, Any]:
+def _job_context(job: GenerationJob, request: HttpRequest) -> dict[str, Any]:
     queue_position = selectors.job_queue_position(job=job)
     images = list(job.images.all())
     context: dict[str, Any] = {
@@ -103,6 +104,8 @@ def _job_context(job: GenerationJob) -> dict[str, Any]:
         "busy_label": _busy_label(job, queue_position) if not job.is_terminal else "",
         "announcement": _announcement(job, queue_position),
         "poll_seconds": POLL_SECONDS,
+        # The event stream needs the ASGI server (production's); served over WSGI the page polls.
+        "live_stream": isinstance(request, ASGIRequest),
         # One frame per requested image, each already at the image's aspect ratio, so the
         # results drop into boxes that were there from the start.
         "frames": [images[index] if index < len(images) else None for index in range(job.num_images)],
@@ -141,7 +144,7 @@ def _page(
         "composer_busy": job is not None and not job.is_terminal,
     }
     if job is not None:
-        context.update(_job_context(job))
+        context.update(_job_context(job, request))
     return _with_retry_after(render(request, "jobs/page.html", context, status=_status(error)), error)
 
 
@@ -183,7 +186,7 @@ def _job_partial(
     """The job panel; ``with_recent`` also tells the recent list to reload, by an event: when a poll
     and a cancel cross, an out-of-band swap in the later answer would find no target."""
     response_class = HttpResponseStopPolling if stop_polling else HttpResponse
-    response = response_class(render_to_string("jobs/_job.html", _job_context(job), request=request))
+    response = response_class(render_to_string("jobs/_job.html", _job_context(job, request), request=request))
     return trigger_client_event(response, RECENT_CHANGED_EVENT) if with_recent else response
 
 

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import redis
+import torch
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.utils import timezone
@@ -19,7 +20,9 @@ from PIL import Image, PngImagePlugin
 from core.errors import ApplicationError
 from core.logging import log_event
 from generator.engine import Engine, GeneratorOutOfMemory
+from generator.previews import PreviewRenderer
 from jobs import selectors, services
+from jobs.live.previews import preview_store
 from jobs.models import FailureCode, GenerationJob
 from jobs.validation import validate_parameters
 
@@ -27,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 # One warm engine per model this process has served, by model name.
 _engines: dict[str, Engine] = {}
+# One preview renderer per device and dtype the engines run on.
+_preview_renderers: dict[tuple[torch.device, torch.dtype], PreviewRenderer] = {}
 
 
 class AllJobsCancelled(Exception):
@@ -52,6 +57,48 @@ def get_engine(model: str) -> Engine:
         _engines[model] = engine
         log_event(logger.info, "engine_ready", model=model, seconds=round(time.perf_counter() - started, 2))
     return _engines[model]
+
+
+def get_preview_renderer(engine: Engine) -> PreviewRenderer:
+    """A preview renderer on ``engine``'s device and dtype (TAESD when configured)."""
+    placement = (engine.device, engine.pipeline.dtype)
+    if placement not in _preview_renderers:
+        _preview_renderers[placement] = PreviewRenderer.load(
+            image_format=settings.PREVIEW_FORMAT,
+            taesd_folder=settings.PREVIEW_TAESD,
+            device=engine.device,
+            dtype=engine.pipeline.dtype,
+        )
+    return _preview_renderers[placement]
+
+
+class LivePreviews:
+    """Renders each job's first image every ``every`` steps from the step's latents and stores it
+    for the API; ``latest_step`` is the step of the last stored previews. A preview that fails
+    (a Redis that does not answer, a latent layout it cannot draw) is skipped; the job goes on."""
+
+    def __init__(self, jobs: Sequence[GenerationJob], *, renderer: PreviewRenderer, every: int) -> None:
+        self._jobs = list(jobs)
+        # Each job's first image's row in the batch: the engine lays images out job by job.
+        self._rows = [sum(job.num_images for job in self._jobs[:index]) for index in range(len(self._jobs))]
+        self._renderer = renderer
+        self._every = every
+        self.latest_step: int | None = None
+
+    def __call__(self, step: int, latents: torch.Tensor) -> None:
+        if step % self._every:
+            return
+        first = self._jobs[0]
+        try:
+            pictures = self._renderer.render(latents, self._rows, width=first.width, height=first.height)
+            for job, picture in zip(self._jobs, pictures, strict=True):
+                preview_store(
+                    job_id=job.pk, step=step, image=picture, content_type=self._renderer.content_type
+                )
+        except Exception:
+            log_event(logger.warning, "preview_failed", exc_info=True, jobs=len(self._jobs), step=step)
+            return
+        self.latest_step = step
 
 
 class Heartbeat:
@@ -119,8 +166,10 @@ class ProgressReporter:
         min_steps: int,
         min_seconds: float,
         deadlines: Mapping[str, datetime] | None = None,
+        previews: LivePreviews | None = None,
     ) -> None:
         self.job_ids = [str(job_id) for job_id in job_ids]
+        self._previews = previews
         self.cancelled: set[str] = set()
         self.expired: set[str] = set()
         self._deadlines = dict(deadlines or {})
@@ -142,8 +191,12 @@ class ProgressReporter:
             raise AllJobsCancelled
         now = time.monotonic()
         due = step - self._last_step >= self._min_steps and now - self._last_time >= self._min_seconds
-        if due or step == total:
-            services.job_record_progress(job_ids=self.job_ids, step=step, total=total)
+        preview_step = self._previews.latest_step if self._previews else None
+        # A new preview is announced at once, so the page shows it while it is fresh.
+        if due or step == total or (preview_step == step):
+            services.job_record_progress(
+                job_ids=self.job_ids, step=step, total=total, preview_step=preview_step
+            )
             self._last_step, self._last_time = step, now
 
     def _end_jobs_past_deadline(self) -> None:
@@ -188,14 +241,21 @@ def run_batch(jobs: Sequence[GenerationJob]) -> None:
     jobs = _reject_invalid(jobs)
     if not jobs:
         return
+    engine = get_engine(jobs[0].model)
+    previews = (
+        LivePreviews(jobs, renderer=get_preview_renderer(engine), every=settings.PREVIEW_EVERY_STEPS)
+        if settings.PREVIEW_EVERY_STEPS > 0
+        else None
+    )
     reporter = ProgressReporter(
         [job.pk for job in jobs],
         min_steps=settings.PROGRESS_MIN_STEPS,
         min_seconds=settings.PROGRESS_MIN_SECONDS,
         deadlines={str(job.pk): job.deadline_at for job in jobs if job.deadline_at is not None},
+        previews=previews,
     )
     try:
-        results = get_engine(jobs[0].model).generate([job.parameters for job in jobs], on_step=reporter)
+        results = engine.generate([job.parameters for job in jobs], on_step=reporter, on_latents=previews)
     except AllJobsCancelled:
         log_event(logger.info, "batch_stopped", reason="cancelled", jobs=len(jobs))
         return

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.http import HttpRequest
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
@@ -19,14 +20,22 @@ from ratelimit.services import api_key_authenticate
 
 def request_caller(request: Request) -> Caller:
     """The caller of an API request: its API key's, or anonymous at its client IP."""
-    ip = client_ip(request)
-    if isinstance(request.auth, ApiKey):
-        return api_key_caller(request.auth, client_ip=ip)
-    return anonymous_caller(ip)
+    return _caller(client_ip(request), request.auth if isinstance(request.auth, ApiKey) else None)
+
+
+def bearer_caller(request: HttpRequest) -> Caller:
+    """The caller of a request outside DRF (the OpenAI-compatible face), authenticated as the
+    API does: ``AuthenticationFailed`` for a header that names no live key. Reads the database."""
+    authenticated = ApiKeyAuthentication().authenticate(request)
+    return _caller(client_ip(request), authenticated[1] if authenticated else None)
+
+
+def _caller(ip: str, api_key: ApiKey | None) -> Caller:
+    return anonymous_caller(ip) if api_key is None else api_key_caller(api_key, client_ip=ip)
 
 
 class ApiKeyAuthentication(BaseAuthentication):
-    def authenticate(self, request: Request) -> tuple[None, ApiKey] | None:
+    def authenticate(self, request: Request | HttpRequest) -> tuple[None, ApiKey] | None:
         header = request.headers.get("Authorization")
         if header is None:
             return None

@@ -14,10 +14,16 @@ from core.errors import ApplicationError, error_body
 # Every other code is the client's to fix: 400.
 _CODES_BY_STATUS = {
     403: ("blocked", "csrf_failed"),
-    404: ("not_found",),
+    404: ("not_found", "preview_not_found"),
     409: ("job_already_finished", "job_not_retryable", "idempotency_conflict"),
     401: ("invalid_api_key", "api_key_revoked"),
-    429: ("rate_limited", "too_many_active_jobs", "daily_quota_exceeded", "daily_budget_exceeded"),
+    429: (
+        "rate_limited",
+        "too_many_active_jobs",
+        "daily_quota_exceeded",
+        "daily_budget_exceeded",
+        "too_many_streams",
+    ),
     503: ("queue_full",),
 }
 _STATUS_BY_CODE = {code: status for status, codes in _CODES_BY_STATUS.items() for code in codes}

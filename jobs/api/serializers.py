@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import MISSING, fields
+from datetime import datetime
 from typing import Any, get_type_hints
 
 from django.conf import settings
 from django.urls import reverse
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -167,26 +167,29 @@ class QueueSerializer(serializers.Serializer):
 
 
 class JobImageSerializer(serializers.ModelSerializer):
-    url = serializers.SerializerMethodField()
+    url = serializers.URLField(read_only=True)
 
     class Meta:
         model = JobImage
         fields = ("index", "seed", "url")
 
-    @extend_schema_field(OpenApiTypes.URI)
-    def get_url(self, image: JobImage) -> str:
-        return absolute_url(image.file.url, self.context)
 
-
+# The status shape: its fields declare the OpenAPI schema; job_status_body fills them.
 class JobSerializer(serializers.ModelSerializer):
-    status_url = serializers.SerializerMethodField()
-    progress = serializers.SerializerMethodField()
-    failure = serializers.SerializerMethodField()
-    timings = serializers.SerializerMethodField()
+    status_url = serializers.URLField(read_only=True)
+    progress = ProgressSerializer(read_only=True)
+    failure = FailureSerializer(read_only=True, allow_null=True)
+    timings = TimingsSerializer(read_only=True)
     images = JobImageSerializer(many=True, read_only=True)
-    image_url = serializers.SerializerMethodField()
-    queue = serializers.SerializerMethodField()
-    deduplicated = serializers.SerializerMethodField()
+    image_url = serializers.URLField(read_only=True, allow_null=True)
+    queue = QueueSerializer(
+        read_only=True,
+        allow_null=True,
+        help_text="Position and estimates while the job is queued; null otherwise.",
+    )
+    deduplicated = serializers.BooleanField(
+        read_only=True, help_text="Answered from an identical completed job's files, without GPU time."
+    )
     cost_units = serializers.FloatField(
         read_only=True, help_text="Compute units this job costs (512x512, 25 steps, 1 image = 1)."
     )
@@ -213,57 +216,72 @@ class JobSerializer(serializers.ModelSerializer):
             "images",
         )
 
-    @extend_schema_field(OpenApiTypes.URI)
-    def get_status_url(self, job: GenerationJob) -> str:
-        return absolute_url(reverse("api:job-detail", kwargs={"job_id": job.id}), self.context)
+    def to_representation(self, instance: GenerationJob) -> dict[str, Any]:
+        return job_status_body(
+            instance,
+            images=list(instance.images.all()),
+            queue=selectors.job_queue_estimate(job=instance),
+            context=self.context,
+        )
 
-    @extend_schema_field(ProgressSerializer)
-    def get_progress(self, job: GenerationJob) -> dict[str, Any]:
-        fraction = job.progress_step / job.progress_total if job.progress_total else 0.0
-        if job.status == "completed":
-            fraction = 1.0
-        return {"step": job.progress_step, "total": job.progress_total, "fraction": round(fraction, 4)}
 
-    @extend_schema_field(FailureSerializer(allow_null=True))
-    def get_failure(self, job: GenerationJob) -> dict[str, str] | None:
-        if not job.failure_code:
-            return None
-        return {"code": job.failure_code, "message": job.failure_message}
+# DRF's own datetime rendering (ISO 8601, "Z" for UTC), without a serializer per request.
+_DATETIME = serializers.DateTimeField()
 
-    @extend_schema_field(TimingsSerializer)
-    def get_timings(self, job: GenerationJob) -> dict[str, Any]:
-        def seconds(start: Any, end: Any) -> float | None:
-            return round((end - start).total_seconds(), 3) if start and end else None
 
-        return {
-            "created_at": job.created_at,
-            "started_at": job.started_at,
-            "finished_at": job.finished_at,
+def job_status_body(
+    job: GenerationJob,
+    *,
+    images: list[JobImage],
+    queue: selectors.QueueEstimate | None,
+    context: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A job's status as plain values, in ``JobSerializer``'s shape: built by hand because the
+    status GET is the hottest read there is and DRF's field machinery costs more than the query."""
+
+    def moment(value: datetime | None) -> str | None:
+        return None if value is None else _DATETIME.to_representation(value)
+
+    def seconds(start: datetime | None, end: datetime | None) -> float | None:
+        return round((end - start).total_seconds(), 3) if start and end else None
+
+    fraction = (
+        1.0
+        if job.status == "completed"
+        else (job.progress_step / job.progress_total if job.progress_total else 0.0)
+    )
+    image_bodies = [
+        {"index": image.index, "seed": image.seed, "url": absolute_url(image.file.url, context)}
+        for image in images
+    ]
+    return {
+        "id": str(job.id),
+        "status": job.status,
+        "status_url": absolute_url(reverse("api:job-detail", kwargs={"job_id": job.id}), context),
+        **{name: getattr(job, name) for name in PARAMETER_NAMES},
+        "cost_units": float(job.cost_units),
+        "deadline_at": moment(job.deadline_at),
+        "progress": {"step": job.progress_step, "total": job.progress_total, "fraction": round(fraction, 4)},
+        "queue": None
+        if queue is None
+        else {
+            "position": queue.position,
+            "estimated_start_at": moment(queue.estimated_start_at),
+            "estimated_finish_at": moment(queue.estimated_finish_at),
+        },
+        "deduplicated": job.deduplicated_from_id is not None,
+        "failure": {"code": job.failure_code, "message": job.failure_message} if job.failure_code else None,
+        "warnings": job.warnings,
+        "timings": {
+            "created_at": moment(job.created_at),
+            "started_at": moment(job.started_at),
+            "finished_at": moment(job.finished_at),
             "queued_seconds": seconds(job.created_at, job.started_at),
             "run_seconds": seconds(job.started_at, job.finished_at),
-        }
-
-    @extend_schema_field(serializers.URLField(allow_null=True))
-    def get_image_url(self, job: GenerationJob) -> str | None:
-        images = JobImageSerializer(job.images.all(), many=True, context=self.context).data
-        return images[0]["url"] if images else None
-
-    @extend_schema_field(
-        QueueSerializer(
-            allow_null=True, help_text="Position and estimates while the job is queued; null otherwise."
-        )
-    )
-    def get_queue(self, job: GenerationJob) -> dict[str, Any] | None:
-        estimate = selectors.job_queue_estimate(job=job)
-        return None if estimate is None else QueueSerializer(estimate).data
-
-    @extend_schema_field(
-        serializers.BooleanField(
-            help_text="Answered from an identical completed job's files, without GPU time."
-        )
-    )
-    def get_deduplicated(self, job: GenerationJob) -> bool:
-        return job.deduplicated_from_id is not None
+        },
+        "image_url": image_bodies[0]["url"] if image_bodies else None,
+        "images": image_bodies,
+    }
 
 
 class JobSubmittedSerializer(JobSerializer):
@@ -283,6 +301,9 @@ class JobSubmittedSerializer(JobSerializer):
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_webhook_secret(self, job: GenerationJob) -> str | None:
         return selectors.job_own_webhook_secret(job=job)
+
+    def to_representation(self, instance: GenerationJob) -> dict[str, Any]:
+        return {**super().to_representation(instance), "webhook_secret": self.get_webhook_secret(instance)}
 
 
 class FieldErrorSerializer(serializers.Serializer):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
 
 from django.utils.http import parse_etags
@@ -22,8 +21,10 @@ from jobs.api.serializers import (
     JobSubmitInputSerializer,
     JobSubmittedSerializer,
     ModelSerializer,
+    job_status_body,
 )
 from jobs.deadlines import CANCEL_AFTER_PATTERN
+from jobs.models import GenerationJob, JobImage
 from ratelimit.authentication import request_caller
 from ratelimit.client_ip import client_ip
 from ratelimit.services import enforce_status_poll_limit
@@ -54,15 +55,24 @@ UNAUTHORIZED = error_response(
 )
 
 
-def status_etag(body: dict[str, Any]) -> str:
-    """A strong ETag over the status payload, leaving out the queue estimates.
-
-    The estimates are absolute times computed from "now", so they would change the tag on
-    every poll; they are refreshed whenever anything else (the position included) changes.
-    """
-    stable = {**body, "queue": body["queue"] and {"position": body["queue"]["position"]}}
-    digest = hashlib.sha256(json.dumps(stable, sort_keys=True, default=str).encode()).hexdigest()
-    return f'"{digest[:32]}"'
+def status_etag(
+    *, job: GenerationJob, images: list[JobImage], queue_position: int | None, base_url: str
+) -> str:
+    """A strong ETag from what the status body is made of, known before the body is built, so
+    a 304 costs no body at all. Every write to a job sets ``updated_at``; images come and go
+    (results retention) without one, the queue position moves with other jobs, and URLs
+    follow the request's host. The queue estimates are left out: absolute times computed from
+    "now", they would change the tag on every poll; they are refreshed whenever anything else
+    (the position included) changes."""
+    parts = (
+        job.pk,
+        job.updated_at.isoformat(),
+        job.status,
+        [image.file.name for image in images],
+        queue_position,
+        base_url,
+    )
+    return f'"{hashlib.sha256(repr(parts).encode()).hexdigest()[:32]}"'
 
 
 class ModelListView(APIView):
@@ -88,7 +98,9 @@ class JobListView(APIView):
             "`Location` = its status URL. With an explicit `seed`, a request identical to a "
             "completed one is answered as an already `completed` job with the same files "
             "(`deduplicated: true`). A retried submit with the same `Idempotency-Key` and "
-            "body (same client, within 24 hours) answers 202 with the original job."
+            "body (same client, within 24 hours) answers 202 with the original job. With "
+            "`Prefer: wait=N` the answer waits until the job ends or N seconds pass (N is capped, "
+            "60 by default), then answers 200 with the finished job or 202 as usual."
         ),
         request=JobSubmitInputSerializer,
         parameters=[
@@ -110,10 +122,27 @@ class JobListView(APIView):
                 ),
                 pattern=CANCEL_AFTER_PATTERN,
             ),
-            response_header("Location", "The job's status URL.", statuses=[202]),
+            OpenApiParameter(
+                "Prefer",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="`wait=N`: wait up to N seconds for the job's end before answering.",
+                pattern=r"wait=\d+",
+            ),
+            response_header("Location", "The job's status URL.", statuses=[200, 202]),
+            OpenApiParameter(
+                "Preference-Applied",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="`wait=N`, the wait applied, when the request sent `Prefer: wait`.",
+                response=[200, 202],
+            ),
             RETRY_AFTER,
         ],
         responses={
+            200: OpenApiResponse(
+                JobSubmittedSerializer, description="With `Prefer: wait`: the job ended in time."
+            ),
             202: JobSubmittedSerializer,
             400: error_response(
                 "`validation_error` (with `fields`; field codes: required, invalid, prompt_empty, "
@@ -179,11 +208,15 @@ class JobDetailView(APIView):
     )
     def get(self, request: Request, job_id: str) -> Response:
         enforce_status_poll_limit(client_ip=client_ip(request))
-        job = selectors.job_get(job_id=job_id)
-        body = JobSerializer(job, context={"request": request}).data
-        etag = status_etag(body)
+        job, images = selectors.job_with_images_get(job_id=job_id)
+        position = selectors.job_queue_position(job=job)
+        etag = status_etag(
+            job=job, images=images, queue_position=position, base_url=request.build_absolute_uri("/")
+        )
         if etag in parse_etags(request.headers.get("If-None-Match", "")):
             return Response(status=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag})
+        queue = None if position is None else selectors.job_queue_estimate(job=job, position=position)
+        body = job_status_body(job, images=images, queue=queue, context={"request": request})
         return Response(body, headers={"ETag": etag})
 
 

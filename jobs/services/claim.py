@@ -13,6 +13,7 @@ from core.logging import log_event
 from generator.parameters import BATCH_KEY_FIELDS
 from jobs import selectors
 from jobs.errors import job_already_finished, job_not_found
+from jobs.live.events import PROGRESS, job_event_publish
 from jobs.models import FailureCode, GenerationJob, JobStatus
 from jobs.services.deadline import jobs_fail_overdue
 from jobs.services.finish import job_finished
@@ -110,10 +111,17 @@ def _in_turns(jobs: Sequence[GenerationJob], turn_order: Sequence[str]) -> list[
     return [job for _key, job in sorted(keyed, key=lambda item: item[0])]
 
 
-def job_record_progress(*, job_ids: Sequence[JobId], step: int, total: int) -> None:
+def job_record_progress(
+    *, job_ids: Sequence[JobId], step: int, total: int, preview_step: int | None = None
+) -> None:
+    """Writes progress and publishes it live; ``preview_step`` names the step of the jobs' latest preview."""
     GenerationJob.objects.filter(pk__in=job_ids, status=JobStatus.RUNNING).update(
         progress_step=min(step, total), progress_total=total, updated_at=timezone.now()
     )
+    for job_id in job_ids:
+        job_event_publish(
+            job_id=job_id, event=PROGRESS, step=min(step, total), total=total, preview_step=preview_step
+        )
 
 
 def job_cancel(*, job_id: JobId) -> GenerationJob:

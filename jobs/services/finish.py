@@ -1,5 +1,5 @@
 """Finishing a job: completing or failing it, and the one "job finished" path every terminal
-transition takes (usage, counters, log, webhook, in that order)."""
+transition takes (usage, counters, log, live event, webhook, in that order)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.logging import log_event
+from jobs.live.events import COMPLETED, job_event_publish
 from jobs.models import GenerationJob, JobImage, JobStatus
 from jobs.services.notify import webhook_event_enqueue
 from jobs.services.transition import JobId, transition_job
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def job_finished(*, job: GenerationJob, outcome: str, **log_fields: Any) -> None:
-    """Usage, counters, log and webhook of a job that just reached ``outcome`` (its status, or
+    """Usage, counters, log, live event and webhook of a job that just reached ``outcome`` (its status, or
     ``deduplicated``), in the transaction that moved it; counters and webhook wait for the commit.
     Cancelled and deduplicated jobs ran on no GPU, so usage does not count them."""
     run_seconds = (
@@ -47,6 +48,16 @@ def job_finished(*, job: GenerationJob, outcome: str, **log_fields: Any) -> None
         )
     )
     log_event(logger.info, outcome, job=job.pk, **log_fields)
+    # After the commit, so a stream that reads the row on this event finds it finished.
+    transaction.on_commit(
+        functools.partial(
+            job_event_publish,
+            job_id=job.pk,
+            event=COMPLETED if outcome == "deduplicated" else outcome,
+            failure_code=job.failure_code or None,
+        ),
+        robust=True,
+    )
     webhook_event_enqueue(job=job, event=WebhookEvent.COMPLETED if outcome == "deduplicated" else outcome)
 
 

@@ -166,6 +166,69 @@
     syncComposerWithJob();
   });
 
+  // --- the job's event stream: live progress and previews (htmx's SSE extension) -------------
+  // While the stream is open it says everything a poll would, sooner: polls are skipped. When it
+  // ends with the job, the panel is fetched once to show the result.
+
+  const TERMINAL_EVENTS = ["completed", "failed", "cancelled"];
+
+  function streamOpen(job) {
+    return job.dataset.streaming === "true";
+  }
+
+  function showProgress(job, progress) {
+    const state = job.querySelector(".job-state");
+    if (state) {
+      state.textContent = "Generating · step ";
+      const step = document.createElement("strong");
+      step.textContent = String(progress.step);
+      state.append(step, " of " + progress.total);
+    }
+    const meter = job.querySelector(".job-progress");
+    if (meter) {
+      meter.max = progress.total;
+      meter.value = progress.step;
+      meter.textContent = "step " + progress.step + " of " + progress.total;
+      meter.setAttribute("aria-label", "Generation progress");
+    }
+    const preview = job.querySelector(".frame-preview");
+    if (preview && progress.preview_url) {
+      preview.src = progress.preview_url;
+      preview.hidden = false;
+    }
+    // As the panel's own render says it (jobs/views.py _busy_label and _announcement).
+    job.dataset.busyLabel = "Generating · step " + progress.step + " of " + progress.total;
+    job.dataset.announce = "Generating your image.";
+    syncComposerWithJob();
+  }
+
+  document.addEventListener("htmx:sseOpen", function (event) {
+    const job = event.target;
+    const source = event.detail.source;
+    if (!(job instanceof Element) || job.id !== "job" || source.imagegenListening) return;
+    source.imagegenListening = true;
+    job.dataset.streaming = "true";
+    source.addEventListener("progress", function (message) {
+      showProgress(job, JSON.parse(message.data));
+    });
+    TERMINAL_EVENTS.forEach(function (name) {
+      source.addEventListener(name, function () {
+        source.close();
+        job.dataset.streaming = "false";
+        htmx.ajax("GET", job.getAttribute("hx-get"), { source: job, target: job, swap: "outerHTML" });
+      });
+    });
+  });
+
+  document.addEventListener("htmx:sseError", function (event) {
+    if (event.target instanceof Element && event.target.id === "job") event.target.dataset.streaming = "false";
+  });
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    const job = event.detail.elt;
+    if (job instanceof Element && job.id === "job" && streamOpen(job)) event.preventDefault();
+  });
+
   document.addEventListener("input", onSizeInput);
   document.addEventListener("change", onSizeInput);
   document.addEventListener("change", onModelChange);

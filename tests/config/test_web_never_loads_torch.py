@@ -9,6 +9,8 @@ PROBE = """
 import os, sys
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 from config.wsgi import application
+from config.asgi import application as asgi_application
+import config.uvicorn_worker
 from django.urls import get_resolver
 from config.celery import app
 get_resolver().url_patterns  # imports every view module

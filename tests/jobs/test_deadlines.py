@@ -6,6 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -106,7 +107,7 @@ def test_the_maintenance_sweep_fails_overdue_queued_and_running_jobs_and_flags_t
 def test_the_worker_fails_a_job_past_its_deadline_at_the_next_step(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker, "_engine", engine)
+    monkeypatch.setitem(worker._engines, settings.GENERATOR_DEFAULT_MODEL, engine)
     GenerationJobFactory(steps=20, deadline_at=timezone.now() + timedelta(hours=1))
     [running] = services.claim_next_jobs(worker_hostname="gpu@test", max_images=1).jobs
     # As if the deadline passed while the job was claimed: the worker checks its own copy.
@@ -124,7 +125,7 @@ def test_the_worker_fails_a_job_past_its_deadline_at_the_next_step(
 def test_a_batch_goes_on_for_the_job_still_within_its_deadline(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker, "_engine", engine)
+    monkeypatch.setitem(worker._engines, settings.GENERATOR_DEFAULT_MODEL, engine)
     GenerationJobFactory(seed=1, deadline_at=timezone.now() + timedelta(hours=1))
     GenerationJobFactory(seed=2)
     batch = services.claim_next_jobs(worker_hostname="gpu@test", max_images=2).jobs

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any, NoReturn
+
 import pytest
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from jobs import services
-from tests.factories import GenerationJobFactory
+from jobs.api import views
+from tests.factories import GenerationJobFactory, JobImageFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -57,3 +62,46 @@ def test_a_queued_job_moving_up_the_queue_gets_a_new_etag(api_client: APIClient)
 
     assert (before.json()["queue"]["position"], after.status_code) == (2, 200)
     assert after.json()["queue"]["position"] == 1
+
+
+def test_a_completed_job_loses_its_etag_when_retention_deletes_its_images(
+    api_client: APIClient, settings: Any
+) -> None:
+    image = JobImageFactory(job__finished_at=timezone.now() - timedelta(days=3))
+    url = f"/api/v1/jobs/{image.job.id}"
+    etag = api_client.get(url)["ETag"]
+
+    settings.RESULT_RETENTION_DAYS = 1
+    services.delete_expired_results()
+    response = api_client.get(url, HTTP_IF_NONE_MATCH=etag)
+
+    assert response.status_code == 200
+    assert response.json()["images"] == []
+    assert response["ETag"] != etag
+
+
+def test_the_same_status_read_through_another_host_gets_another_etag(api_client: APIClient) -> None:
+    job = GenerationJobFactory()
+    url = f"/api/v1/jobs/{job.id}"
+    etag = api_client.get(url)["ETag"]
+
+    response = api_client.get(url, HTTP_IF_NONE_MATCH=etag, HTTP_HOST="localhost")
+
+    assert response.status_code == 200
+    assert response.json()["status_url"].startswith("http://localhost/")
+
+
+def test_a_304_is_answered_without_building_the_body(
+    api_client: APIClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = JobImageFactory().job
+    url = f"/api/v1/jobs/{job.id}"
+    etag = api_client.get(url)["ETag"]
+
+    def body_built(*args: Any, **kwargs: Any) -> NoReturn:
+        raise AssertionError("a 304 built the status body")
+
+    monkeypatch.setattr(views, "job_status_body", body_built)
+    response = api_client.get(url, HTTP_IF_NONE_MATCH=etag)
+
+    assert response.status_code == 304

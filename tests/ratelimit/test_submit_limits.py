@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import pytest
+from redis import Redis
 from rest_framework.test import APIClient
 
 from core.errors import ApplicationError
@@ -12,6 +14,7 @@ from jobs import services
 from jobs.models import GenerationJob
 from ratelimit.services import block_ip
 from tests.ratelimit.helpers import VALID, fresh_window_client, submit, submit_all_at_once
+from tests.support.redis_state import redis_client
 
 pytestmark = pytest.mark.django_db
 
@@ -157,3 +160,28 @@ def test_status_polls_have_their_own_limit(api_client: APIClient, settings: Any)
     assert [poll.status_code for poll in polls] == [200, 200, 200, 429]
     assert polls[-1].json()["error"]["code"] == "rate_limited"
     assert int(polls[-1]["Retry-After"]) >= 1
+
+
+def test_a_status_poll_counts_against_its_limit_in_one_redis_round_trip(api_client: APIClient) -> None:
+    ip = fresh_window_client("198.51.100.{}")
+    url = f"/api/v1/jobs/{submit(api_client, ip=ip).json()['id']}"
+    api_client.get(url, REMOTE_ADDR=ip)  # loads the counting script into Redis
+    redis = redis_client()
+    before = redis_command_calls(redis)
+
+    api_client.get(url, REMOTE_ADDR=ip)
+
+    # One EVALSHA; the INCR is the script's own, run inside Redis.
+    assert redis_command_calls(redis) - before == {"evalsha": 1, "incr": 1}
+
+
+def redis_command_calls(redis: Redis) -> Counter[str]:
+    """Commands Redis has run so far, by name, leaving out INFO (this very reading)."""
+    stats = redis.info("commandstats")
+    return Counter(
+        {
+            name.removeprefix("cmdstat_"): stat["calls"]
+            for name, stat in stats.items()
+            if name != "cmdstat_info"
+        }
+    )

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from ratelimit.models import BlockedNetwork
+from tests.factories import GenerationJobFactory
 from tests.support.paths import ARTIFACTS, ROOT
 from tests.support.processes import WebProcess, free_port, stop_process
 from tests.support.waits import wait_for
@@ -167,3 +168,23 @@ def test_the_proxy_passes_the_host_the_client_asked_for(proxy: NginxProcess) -> 
     )
 
     assert status == 400
+
+
+def test_the_proxy_passes_each_event_of_a_stream_on_at_once(proxy: NginxProcess) -> None:
+    # A queued job's stream stays open; its first event must arrive while it does.
+    job = GenerationJobFactory()
+    connection = http.client.HTTPConnection(
+        NGINX_ADDRESS, proxy.port, timeout=30, source_address=("127.0.0.12", 0)
+    )
+    try:
+        connection.request("GET", f"/api/v1/jobs/{job.pk}/events", headers={"Accept": "text/event-stream"})
+        response = connection.getresponse()
+        received = b""
+        while b"\n\n" not in received:
+            received += response.read1(4096)
+    finally:
+        connection.close()
+
+    assert response.status == 200
+    assert response.getheader("Content-Type", "").startswith("text/event-stream")
+    assert received.startswith(b"id: 0\nevent: queued\n")

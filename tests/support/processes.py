@@ -124,10 +124,12 @@ def free_port() -> int:
 
 
 class WebProcess:
-    """gunicorn with ``config/gunicorn.py``, configured by environment variables alone."""
+    """gunicorn with ``config/gunicorn.py`` serving ``config.asgi``, as production runs it, configured
+    by environment variables alone."""
 
-    def __init__(self, *, extra_env: dict[str, str] | None = None) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
+    def __init__(self, *, extra_env: dict[str, str] | None = None, port: int | None = None) -> None:
+        """``port``: a restarted server's, so its clients reconnect to the same address."""
+        self.url = f"http://127.0.0.1:{port or free_port()}"
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_path = ARTIFACTS / f"web-{uuid.uuid4().hex[:8]}.log"
         env = {
@@ -138,7 +140,7 @@ class WebProcess:
             **(extra_env or {}),
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.py", "config.wsgi"],
+            [sys.executable, "-m", "gunicorn", "--config", "config/gunicorn.py", "config.asgi"],
             cwd=ROOT,
             env=env,
             stdout=self.log_path.open("w"),

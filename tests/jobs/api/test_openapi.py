@@ -39,6 +39,9 @@ ERROR_CODES = (
     "daily_quota_exceeded",
     "webhook_url_forbidden",
     "cancel_after_invalid",
+    "too_many_streams",
+    "last_event_id_invalid",
+    "preview_not_found",
 )
 
 
@@ -61,9 +64,11 @@ def test_schema_documents_every_endpoint_and_the_error_shape(openapi: dict[str, 
         "/api/v1/jobs",
         "/api/v1/jobs/{job_id}",
         "/api/v1/jobs/{job_id}/cancel",
+        "/api/v1/jobs/{job_id}/events",
+        "/api/v1/jobs/{job_id}/preview",
     }
     submit = paths["/api/v1/jobs"]["post"]["responses"]
-    assert set(submit) == {"202", "400", "401", "403", "409", "415", "429", "503"}
+    assert set(submit) == {"200", "202", "400", "401", "403", "409", "415", "429", "503"}
     assert set(paths["/api/v1/jobs/{job_id}"]["get"]["responses"]) == {"200", "304", "401", "404", "429"}
     error = openapi["components"]["schemas"]["ErrorDetail"]["properties"]
     assert {"code", "message", "fields", "retry_after"} <= set(error)
@@ -88,7 +93,8 @@ def test_schema_declares_the_response_headers_clients_rely_on(openapi: dict[str,
     }
 
     assert declared == {
-        ("submit", "202"): {"Location"},
+        ("submit", "200"): {"Location", "Preference-Applied"},
+        ("submit", "202"): {"Location", "Preference-Applied"},
         ("submit", "429"): {"Retry-After"},
         ("submit", "503"): {"Retry-After"},
         ("status", "200"): {"ETag"},
@@ -154,7 +160,7 @@ def run_against_live_api(base_url: str, *, headers: dict[str, str]) -> None:
     every check."""
     schema = schemathesis.openapi.from_url(f"{base_url}/api/schema/?format=json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) == 4
+    assert len(operations) == 6
 
     for operation in operations:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
@@ -200,6 +206,8 @@ def tiny_limits(settings: Any) -> None:
     """Generated jobs are committed and wake any real worker of the session: keep them tiny."""
     settings.JOB_LIMITS = {**settings.JOB_LIMITS, "min_size": 64, "max_size": 64, "max_steps": 2}
     settings.JOB_DEFAULTS = {**settings.JOB_DEFAULTS, "width": 64, "height": 64, "steps": 2}
+    # A generated "Prefer: wait=N" answers at once rather than wait for a worker that may not run.
+    settings.SUBMIT_WAIT_MAX_SECONDS = 0
 
 
 @pytest.mark.usefixtures("tiny_limits")
@@ -271,3 +279,26 @@ def test_a_prompt_of_only_whitespace_or_a_number_is_refused_as_the_schema_says(a
         response = api_client.post("/api/v1/jobs", body, format="json")
         assert response.status_code == 400, body
     assert not GenerationJob.objects.exists()
+
+
+def test_schema_documents_the_event_stream_its_event_types_and_resume(openapi: dict[str, Any]) -> None:
+    events = openapi["paths"]["/api/v1/jobs/{job_id}/events"]["get"]
+
+    assert set(events["responses"]["200"]["content"]) == {"text/event-stream"}
+    assert set(events["responses"]) == {"200", "400", "404", "429"}
+    assert {parameter["name"] for parameter in events["parameters"]} == {"job_id", "Last-Event-ID"}
+    assert all(
+        f"`{name}`" in events["description"]
+        for name in ("queued", "progress", "completed", "failed", "cancelled")
+    )
+
+
+def test_schema_documents_prefer_wait_on_submit_and_the_preview(openapi: dict[str, Any]) -> None:
+    submit = openapi["paths"]["/api/v1/jobs"]["post"]
+    preview = openapi["paths"]["/api/v1/jobs/{job_id}/preview"]["get"]["responses"]
+
+    (prefer,) = [parameter for parameter in submit["parameters"] if parameter["name"] == "Prefer"]
+    assert prefer["in"] == "header"
+    assert "wait=N" in prefer["description"]
+    assert set(preview["200"]["content"]) == {"image/webp", "image/jpeg"}
+    assert set(preview) == {"200", "304", "404"}

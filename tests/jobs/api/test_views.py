@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
 import pytest
 from django.utils import timezone
+from rest_framework.renderers import JSONRenderer
 from rest_framework.test import APIClient
 
 from jobs import services
+from jobs.api.serializers import JobSerializer
 from jobs.models import FailureCode, GenerationJob, JobStatus
 from tests.factories import GenerationJobFactory, JobImageFactory
 
@@ -136,6 +139,32 @@ def test_status_payload_names_the_failure(api_client: APIClient) -> None:
 
     assert body["status"] == "failed"
     assert body["failure"] == {"code": "out_of_memory", "message": "The GPU ran out of memory."}
+
+
+def test_status_read_of_a_completed_job_is_one_query(
+    api_client: APIClient, django_assert_num_queries: Any
+) -> None:
+    image = JobImageFactory()
+    JobImageFactory(job=image.job, index=1, seed=image.job.seed + 1)
+
+    with django_assert_num_queries(1):
+        response = api_client.get(f"/api/v1/jobs/{image.job.id}")
+
+    assert [item["index"] for item in response.json()["images"]] == [0, 1]
+
+
+def test_status_read_answers_what_the_serializer_of_submit_cancel_and_webhooks_does(
+    api_client: APIClient,
+) -> None:
+    image = JobImageFactory(job__warnings=["prompt_truncated"], job__cost_units="1.250")
+    JobImageFactory(job=image.job, index=1, seed=image.job.seed + 1)
+
+    response = api_client.get(f"/api/v1/jobs/{image.job.id}")
+    job = GenerationJob.objects.get(pk=image.job.pk)
+
+    assert response.json() == json.loads(
+        JSONRenderer().render(JobSerializer(job, context={"request": response.wsgi_request}).data)
+    )
 
 
 def test_completed_job_lists_every_image(api_client: APIClient) -> None:

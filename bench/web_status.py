@@ -1,0 +1,179 @@
+"""The poll path under load: requests per second of a finished job's status GET (200), the
+same GET answered 304 (``If-None-Match``), and ``/healthz``, on one web server in one run.
+
+    apt-get install wrk                                   # the load generator
+    .venv/bin/python bench/web_status.py                  # the shipped gunicorn config
+    .venv/bin/python bench/web_status.py --server "python -m uvicorn config.asgi:application --port {port}"
+
+The server command is run from the repository root with ``{port}`` filled in (``PORT`` and
+``WEB_BIND`` are set too). A private Redis and SQLite database; the status poll limit is
+counted on every request, as in production, but set high enough never to refuse. The three
+targets take turns for ``--rounds`` rounds (so load from other processes on the machine
+falls on all of them alike); the medians and their ratios to ``/healthz`` are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from eta import ROOT, free_port, start_redis
+
+sys.path.insert(0, str(ROOT))
+
+GUNICORN = "python -m gunicorn --config config/gunicorn.py config.wsgi"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--server", default=GUNICORN, help="web server command; {port} is its port")
+    parser.add_argument("--seconds", type=int, default=5, help="length of one wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2, help="wrk's threads")
+    return parser.parse_args()
+
+
+def prepare_database(run_dir: Path) -> str:
+    """Migrates the private database and writes one completed job with one image; its id."""
+    os.environ["DATABASE_URL"] = f"sqlite:///{run_dir / 'db.sqlite3'}"
+    os.environ["MEDIA_ROOT"] = str(run_dir / "media")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.core.files.base import ContentFile
+    from django.core.management import call_command
+    from django.utils import timezone
+
+    from jobs.models import GenerationJob, JobImage, JobStatus
+
+    call_command("migrate", verbosity=0)
+    now = timezone.now()
+    job = GenerationJob.objects.create(
+        prompt="a lighthouse at dusk",
+        width=512,
+        height=512,
+        steps=25,
+        guidance_scale=7.5,
+        seed=1,
+        model="tiny-sd",
+        status=JobStatus.COMPLETED,
+        progress_step=25,
+        progress_total=25,
+        client_ip="127.0.0.1",
+        client_network="127.0.0.1",
+        started_at=now,
+        finished_at=now,
+    )
+    image = JobImage(job=job, index=0, seed=1)
+    image.file.save("bench.png", ContentFile(b"not really a png"), save=True)
+    return str(job.pk)
+
+
+def start_server(command: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "WEB_BIND": f"127.0.0.1:{port}",
+        # As many requests as the bench sends, and never a 429: the limit is still counted.
+        "STATUS_POLL_RATE": "100000000/m",
+        # Persistent database connections, as docker/.env.example ships.
+        "CONN_MAX_AGE": "0",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    return subprocess.Popen(
+        shlex.split(command.format(port=port)),
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_ready(url: str, server: subprocess.Popen[bytes]) -> None:
+    for _ in range(300):
+        if server.poll() is not None:
+            raise SystemExit("the web server exited; see its log")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit("the web server did not answer")
+
+
+def status_etag(url: str) -> str:
+    with urllib.request.urlopen(url) as response:
+        body = json.load(response)
+        assert body["status"] == "completed", body
+        return str(response.headers["ETag"])
+
+
+def requests_per_second(url: str, args: argparse.Namespace, headers: dict[str, str]) -> float:
+    # A long timeout: on a loaded machine a slow answer is still an answer, and counted.
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.seconds}s", "--timeout", "30s"]
+    for name, value in headers.items():
+        command += ["-H", f"{name}: {value}"]
+    output = subprocess.run([*command, url], check=True, capture_output=True, text=True).stdout
+    # Every answer must be the one measured: a 429, 500 or 200-instead-of-304 is a broken run.
+    if "Non-2xx or 3xx" in output or "Socket errors" in output:
+        raise SystemExit(f"wrk saw errors:\n{output}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    assert match, output
+    return float(match.group(1))
+
+
+def main() -> None:
+    args = parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: apt-get install wrk")
+    with tempfile.TemporaryDirectory(prefix="web-status-") as directory:
+        run_dir = Path(directory)
+        redis = start_redis(run_dir)
+        job_id = prepare_database(run_dir)
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        server = start_server(args.server, port, run_dir / "server.log")
+        try:
+            wait_ready(f"{base}/healthz", server)
+            status_url = f"{base}/api/v1/jobs/{job_id}"
+            etag = status_etag(status_url)
+            targets = {
+                "healthz": (f"{base}/healthz", {}),
+                "status 200": (status_url, {}),
+                "status 304": (status_url, {"If-None-Match": etag}),
+            }
+            rates: dict[str, list[float]] = {name: [] for name in targets}
+            for _ in range(args.rounds):
+                for name, (url, headers) in targets.items():
+                    rates[name].append(requests_per_second(url, args, headers))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            redis.terminate()
+    print(f"server: {args.server}")
+    print(
+        f"wrk: {args.threads} threads, {args.connections} connections, {args.rounds} x {args.seconds} s each"
+    )
+    healthz = statistics.median(rates["healthz"])
+    for name, samples in rates.items():
+        median = statistics.median(samples)
+        print(f"{name:<11} {median:8.0f} req/s  {median / healthz:6.0%} of /healthz  (runs: {samples})")
+
+
+if __name__ == "__main__":
+    main()
