@@ -79,7 +79,14 @@ def test_taesd_from_a_folder_decodes_the_latents(tmp_path: Path) -> None:
 def test_engine_hands_each_steps_latents_to_the_latents_callback(engine: Any) -> None:
     seen: list[tuple[int, tuple[int, ...]]] = []
     request = GenerationParameters(
-        prompt="a lighthouse", width=64, height=64, steps=3, guidance_scale=7.5, seed=1, num_images=2
+        prompt="a lighthouse",
+        width=64,
+        height=64,
+        steps=3,
+        guidance_scale=7.5,
+        seed=1,
+        num_images=2,
+        model="tiny-sd",
     )
 
     engine.generate([request], on_latents=lambda step, latents: seen.append((step, tuple(latents.shape))))

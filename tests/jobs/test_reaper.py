@@ -410,7 +410,7 @@ def test_slow_job_on_a_live_worker_is_not_reaped_after_the_grace_while_its_worke
         slow.wait_ready()
         reaper_watched_redis_for(seconds=3600)
         # Far longer than the watch on any CPU; cancelled once the test has seen enough.
-        job = GenerationJobFactory(width=512, height=512, steps=100)
+        job = GenerationJobFactory(width=1024, height=1024, steps=100)
         generate_task.apply_async(queue="gpu-slow.tiny-sd")
         wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == JobStatus.RUNNING)
         job.refresh_from_db()

@@ -17,7 +17,8 @@ from tests.support.waits import http_json, wait_for
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 # Big enough for the tiny model to take several seconds on a CPU.
-SLOW = {"prompt": "a slow, detailed panorama", "width": 256, "height": 256, "steps": 60}
+# The largest job the limits allow: the tiny model runs smaller ones in about a second.
+SLOW = {"prompt": "a slow, detailed panorama", "width": 1024, "height": 1024, "steps": 100}
 QUICK = {"prompt": "a quick sketch", "width": 64, "height": 64, "steps": 4}
 
 
@@ -79,7 +80,7 @@ def test_soft_time_limit_fails_the_job_with_timeout_and_the_worker_takes_the_nex
     )
     try:
         short_worker.wait_ready()
-        too_slow = GenerationJobFactory(width=256, height=256, steps=80)
+        too_slow = GenerationJobFactory(width=1024, height=1024, steps=100)
         generate_task.apply_async(queue="gpu-short.tiny-sd", soft_time_limit=1, time_limit=30)
         wait_for(lambda: GenerationJob.objects.get(pk=too_slow.pk).status == JobStatus.FAILED)
         next_job = GenerationJobFactory()

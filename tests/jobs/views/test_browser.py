@@ -22,7 +22,8 @@ from tests.support.processes import WorkerProcess
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 # Long enough for the worker to need a while: there is time to see it run, then cancel it.
-SLOW = {"width": "192", "height": "192", "steps": "100"}
+# The largest job the limits allow: the tiny model runs smaller ones before the test can act.
+SLOW = {"width": "1024", "height": "1024", "steps": "100"}
 
 
 @pytest.fixture
