@@ -53,6 +53,8 @@ class FamilyTraits:
     # The T5 tokenizer's attribute and the tokens the pipeline reads with it; None: CLIP only.
     t5_tokenizer: str | None = None
     t5_window: int = 0
+    # FLUX.1 packs 2x2 latent patches into tokens; the latents hook unpacks them to (N, C, h, w).
+    packed_latents: bool = False
 
 
 # By the pipeline class ``from_pretrained`` resolved from the model's own model_index.json.
@@ -63,7 +65,11 @@ FAMILY_TRAITS: dict[str, FamilyTraits] = {
         denoiser="transformer", negative_prompt=True, t5_tokenizer="tokenizer_3", t5_window=256
     ),
     "FluxPipeline": FamilyTraits(
-        denoiser="transformer", negative_prompt=False, t5_tokenizer="tokenizer_2", t5_window=512
+        denoiser="transformer",
+        negative_prompt=False,
+        t5_tokenizer="tokenizer_2",
+        t5_window=512,
+        packed_latents=True,
     ),
 }
 TOKENIZER_ATTRIBUTES = ("tokenizer", "tokenizer_2", "tokenizer_3")
@@ -198,7 +204,12 @@ class Engine:
             pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
         ) -> dict[str, Any]:
             if on_latents is not None:
-                on_latents(step + 1, callback_kwargs["latents"])
+                latents = callback_kwargs["latents"]
+                if self.traits.packed_latents:
+                    latents = type(pipeline)._unpack_latents(
+                        latents, first.height, first.width, pipeline.vae_scale_factor
+                    )
+                on_latents(step + 1, latents)
             if on_step is not None:
                 # PNDM runs steps + 1 timesteps: the pipeline's own count is the true total.
                 on_step(step + 1, int(pipeline.num_timesteps))

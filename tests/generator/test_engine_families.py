@@ -157,3 +157,18 @@ def test_build_tiny_model_command_writes_a_family_beside_the_default_model(
 
     index = (tmp_path / family / "model_index.json").read_text()
     assert f'"{PIPELINE_OF_FAMILY[family]}"' in index
+
+
+@pytest.mark.parametrize(("family", "channels"), [("sd15", 4), ("sdxl", 4), ("sd3", 16), ("flux", 16)])
+def test_the_latents_hook_gets_every_family_as_images_by_channels_rows_and_columns(
+    engines: dict[str, Engine], family: str, channels: int
+) -> None:
+    shapes: list[tuple[int, ...]] = []
+
+    engines[family].generate(
+        [request(family, width=128, height=64)],
+        on_latents=lambda _step, latents: shapes.append(tuple(latents.shape)),
+    )
+
+    # FLUX's packed tokens come unpacked, so previews treat every family alike.
+    assert set(shapes) == {(1, channels, 8, 16)}
