@@ -409,8 +409,9 @@ def test_slow_job_on_a_live_worker_is_not_reaped_after_the_grace_while_its_worke
     try:
         slow.wait_ready()
         reaper_watched_redis_for(seconds=3600)
-        # Far longer than the watch on any CPU; cancelled once the test has seen enough.
-        job = GenerationJobFactory(width=1024, height=1024, steps=100)
+        # Far longer than the watch on any CPU (the largest job the limits allow: four images of
+        # 1024 px, 100 steps); cancelled once the test has seen enough.
+        job = GenerationJobFactory(width=1024, height=1024, steps=100, num_images=4)
         generate_task.apply_async(queue="gpu-slow.tiny-sd")
         wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == JobStatus.RUNNING)
         job.refresh_from_db()
