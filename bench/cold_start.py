@@ -40,7 +40,6 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace, run_dir: Path) -> tuple[list[float], list[float]]:
-    from django.conf import settings
 
     from jobs import services
     from jobs.models import GenerationJob, JobStatus
@@ -64,7 +63,7 @@ def measure(args: argparse.Namespace, run_dir: Path) -> tuple[list[float], list[
     for round_index in range(args.rounds):
         job = submit(2 * round_index)
         started = time.perf_counter()
-        worker = start_worker(run_dir, queue=settings.GENERATION_QUEUE)
+        worker = start_worker(run_dir)
         try:
             wait_completed(job)
             cold.append(round(time.perf_counter() - started, 2))

@@ -45,13 +45,12 @@ def start_redis(run_dir: Path) -> subprocess.Popen[bytes]:
     raise SystemExit("redis-server did not start")
 
 
-def start_worker(
-    run_dir: Path, *, queue: str, extra_env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    """``scripts/worker.sh gpu`` with one pool process, logging to ``run_dir/worker.log``."""
+def start_worker(run_dir: Path, *, extra_env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``scripts/worker.sh gpu`` with one pool process on the served models' queues, logging to
+    ``run_dir/worker.log``."""
     log = (run_dir / "worker.log").open("w")
     return subprocess.Popen(
-        [str(ROOT / "scripts" / "worker.sh"), "gpu", "--queues", queue, "--concurrency", "1"],
+        [str(ROOT / "scripts" / "worker.sh"), "gpu", "--concurrency", "1"],
         cwd=ROOT,
         env={**os.environ, **(extra_env or {})},
         stdout=log,
@@ -94,9 +93,8 @@ def main() -> None:
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-eta-"))
     redis = start_bench_django(run_dir, JOB_QUEUE_MAX=str(args.jobs + args.warmup + 1))
-    from django.conf import settings
 
-    worker = start_worker(run_dir, queue=settings.GENERATION_QUEUE)
+    worker = start_worker(run_dir)
     try:
         run(args)
     finally:

@@ -38,12 +38,11 @@ def main() -> None:
     redis = start_bench_django(
         run_dir, JOB_QUEUE_MAX=str(args.jobs_per_caller * callers + 1), GENERATION_BATCH_IMAGES="1"
     )
-    from django.conf import settings
 
     worker = None
     try:
         total = submit_bursts(args)
-        worker = start_worker(run_dir, queue=settings.GENERATION_QUEUE)
+        worker = start_worker(run_dir)
         report(total)
     finally:
         stop_processes(worker, redis)

@@ -177,7 +177,7 @@ def main() -> None:
 
         log_path = workdir / "worker.log"
         # INFO: the worker logs event=engine_ready, which is waited for below.
-        worker = start_worker(workdir, queue="gpu", extra_env={"LOG_LEVEL": "INFO"})
+        worker = start_worker(workdir, extra_env={"LOG_LEVEL": "INFO"})
         while "event=engine_ready" not in log_path.read_text():
             if worker.poll() is not None:
                 raise SystemExit(f"worker died:\n{log_tail(log_path)}")

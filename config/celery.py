@@ -4,6 +4,7 @@ import os
 from typing import Any
 
 from celery import Celery
+from django.conf import settings
 from kombu.exceptions import ChannelError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -22,3 +23,13 @@ def queue_pending_messages(*, queue: str) -> int:
         except ChannelError:
             # Redis drops an empty list, so a queue with nothing waiting does not exist.
             return 0
+
+
+def generation_queue(model: str) -> str:
+    """The queue the wake-ups for ``model``'s jobs go to, consumed by the GPU workers serving it."""
+    return f"{settings.GENERATION_QUEUE}.{model}"
+
+
+def served_generation_queues() -> str:
+    """The queues of this host's served models, comma-separated: ``scripts/worker.sh gpu``'s ``--queues``."""
+    return ",".join(generation_queue(model) for model in settings.GENERATOR_SERVED_MODELS)

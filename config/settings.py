@@ -329,9 +329,11 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_IGNORE_RESULT = True  # the GenerationJob row is the record of truth
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
-# GPU workers consume this queue; a deployment with several GPU pools gives each its own.
+# The GPU queues' prefix: a model's wake-ups go to "<prefix>.<model>" (config.celery.generation_queue),
+# consumed by the workers serving it. A deployment with several GPU pools gives each its own.
 GENERATION_QUEUE = env.str("GENERATION_QUEUE", default="gpu")
-CELERY_TASK_ROUTES = {"jobs.tasks.generate_task": {"queue": GENERATION_QUEUE}}
+# No route for generate_task: each wake-up names its model's queue when it is sent.
+CELERY_TASK_ROUTES: dict[str, dict[str, str]] = {}
 # Beat's reaper and sweeps have a queue and worker of their own: a backlog of slow webhook
 # receivers cannot delay them. An unrouted task lands there too, where a worker reads it.
 MAINTENANCE_QUEUE = "maintenance"

@@ -1,4 +1,5 @@
-"""Loads a Stable Diffusion pipeline once and runs seeded, batched generations on it."""
+"""Loads a diffusers pipeline of any family the engine runs (SD 1.x, SDXL, SD 3.5, FLUX.1) once
+and runs seeded, batched generations on it."""
 
 from __future__ import annotations
 
@@ -43,6 +44,37 @@ StepCallback = Callable[[int, int], None]
 LatentsCallback = Callable[[int, torch.Tensor], None]
 
 
+@dataclass(frozen=True)
+class FamilyTraits:
+    """How one pipeline class differs from the others, all the engine needs to tell them apart."""
+
+    denoiser: str  # the attribute holding the UNet or transformer (what compile wraps)
+    negative_prompt: bool  # FLUX.1 is guidance-distilled: no unconditional pass to steer away from
+    # The T5 tokenizer's attribute and the tokens the pipeline reads with it; None: CLIP only.
+    t5_tokenizer: str | None = None
+    t5_window: int = 0
+    # FLUX.1 packs 2x2 latent patches into tokens; the latents hook unpacks them to (N, C, h, w).
+    packed_latents: bool = False
+
+
+# By the pipeline class ``from_pretrained`` resolved from the model's own model_index.json.
+FAMILY_TRAITS: dict[str, FamilyTraits] = {
+    "StableDiffusionPipeline": FamilyTraits(denoiser="unet", negative_prompt=True),
+    "StableDiffusionXLPipeline": FamilyTraits(denoiser="unet", negative_prompt=True),
+    "StableDiffusion3Pipeline": FamilyTraits(
+        denoiser="transformer", negative_prompt=True, t5_tokenizer="tokenizer_3", t5_window=256
+    ),
+    "FluxPipeline": FamilyTraits(
+        denoiser="transformer",
+        negative_prompt=False,
+        t5_tokenizer="tokenizer_2",
+        t5_window=512,
+        packed_latents=True,
+    ),
+}
+TOKENIZER_ATTRIBUTES = ("tokenizer", "tokenizer_2", "tokenizer_3")
+
+
 class GeneratorOutOfMemory(Exception):
     """The accelerator ran out of memory; its cache was emptied and the engine is usable."""
 
@@ -67,10 +99,14 @@ def choose_dtype(device: torch.device, preference: str = "auto") -> torch.dtype:
 
 
 class Engine:
-    """One warm pipeline. Not thread-safe: a worker process owns exactly one."""
+    """One warm pipeline. Not thread-safe: a worker process owns it."""
 
     def __init__(self, pipeline: Any, *, device: torch.device) -> None:
+        family = type(pipeline).__name__
+        if family not in FAMILY_TRAITS:
+            raise ValueError(f"{family} is not a pipeline the engine runs ({', '.join(FAMILY_TRAITS)})")
         self.pipeline = pipeline
+        self.traits = FAMILY_TRAITS[family]
         self.device = device
         self._model_scheduler = pipeline.scheduler
         self._schedulers: dict[str, Any] = {"default": pipeline.scheduler}
@@ -83,7 +119,7 @@ class Engine:
         allow_hub: bool = False,
         device: str = "auto",
         dtype: str = "auto",
-        compile_unet: bool = False,
+        compile_denoiser: bool = False,
     ) -> Engine:
         """Loads ``model`` (a local folder, or a hub id when ``allow_hub``) with ``from_pretrained``."""
         diffusers_logging.disable_progress_bar()
@@ -94,13 +130,39 @@ class Engine:
         )
         pipeline.to(chosen_device)
         pipeline.set_progress_bar_config(disable=True)
-        if compile_unet:
-            pipeline.unet = torch.compile(pipeline.unet, mode="reduce-overhead", fullgraph=True)
-        log_event(logger.info, "pipeline_loaded", model=model, device=chosen_device, dtype=chosen_dtype)
-        return cls(pipeline, device=chosen_device)
+        engine = cls(pipeline, device=chosen_device)
+        if compile_denoiser:
+            denoiser = engine.traits.denoiser
+            setattr(
+                pipeline,
+                denoiser,
+                torch.compile(getattr(pipeline, denoiser), mode="reduce-overhead", fullgraph=True),
+            )
+        log_event(
+            logger.info,
+            "pipeline_loaded",
+            model=model,
+            family=type(pipeline).__name__,
+            device=chosen_device,
+            dtype=chosen_dtype,
+        )
+        return engine
+
+    def token_windows(self) -> list[tuple[Any, int]]:
+        """Each tokenizer the pipeline reads the prompt with, and how many tokens it reads."""
+        windows = []
+        for attribute in TOKENIZER_ATTRIBUTES:
+            tokenizer = getattr(self.pipeline, attribute, None)
+            if tokenizer is None:
+                continue
+            is_t5 = attribute == self.traits.t5_tokenizer
+            windows.append((tokenizer, self.traits.t5_window if is_t5 else tokenizer.model_max_length))
+        return windows
 
     def prompt_exceeds_window(self, prompt: str) -> bool:
-        return len(self.pipeline.tokenizer(prompt).input_ids) > self.pipeline.tokenizer.model_max_length
+        """Whether part of the prompt reaches no text encoder: past CLIP's 77 tokens, SD 3.5's and
+        FLUX.1's T5 still reads it, up to its own window."""
+        return all(len(tokenizer(prompt).input_ids) > window for tokenizer, window in self.token_windows())
 
     def warm_up(self) -> None:
         """One tiny run so the first real job does not pay for lazy initialisation."""
@@ -142,17 +204,27 @@ class Engine:
             pipeline: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]
         ) -> dict[str, Any]:
             if on_latents is not None:
-                on_latents(step + 1, callback_kwargs["latents"])
+                latents = callback_kwargs["latents"]
+                if self.traits.packed_latents:
+                    latents = type(pipeline)._unpack_latents(
+                        latents, first.height, first.width, pipeline.vae_scale_factor
+                    )
+                on_latents(step + 1, latents)
             if on_step is not None:
                 # PNDM runs steps + 1 timesteps: the pipeline's own count is the true total.
                 on_step(step + 1, int(pipeline.num_timesteps))
             return callback_kwargs
 
+        family_kwargs: dict[str, Any] = {}
+        if self.traits.negative_prompt:
+            family_kwargs["negative_prompt"] = [request.negative_prompt for request, _ in per_image]
+        if self.traits.t5_tokenizer:
+            family_kwargs["max_sequence_length"] = self.traits.t5_window
         try:
             with torch.inference_mode():
                 output = self.pipeline(
                     prompt=[request.prompt for request, _ in per_image],
-                    negative_prompt=[request.negative_prompt for request, _ in per_image],
+                    **family_kwargs,
                     width=first.width,
                     height=first.height,
                     num_inference_steps=first.steps,

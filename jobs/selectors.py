@@ -19,7 +19,7 @@ from django.db.models import Count, DurationField, ExpressionWrapper, F, Max, Mi
 from django.utils import timezone
 
 from config.celery import app as celery_app
-from config.celery import queue_pending_messages
+from config.celery import generation_queue, queue_pending_messages
 from core.redis import redis_client
 from core.stored_secrets import decrypt_secret
 from generator import ParameterLimits
@@ -155,20 +155,22 @@ class Throughput:
     measured_jobs: int  # 0 when there is no recent history and the fallback is used
 
 
-def queue_throughput() -> Throughput:
-    """Recent throughput: busy seconds per completed job, batches and workers accounted for.
+def queue_throughput(*, model: str | None = None) -> Throughput:
+    """Recent throughput: busy seconds per completed job, batches and workers accounted for;
+    of ``model``'s jobs only when given (each model has its own workers and speed).
 
     Jobs claimed together share one ``started_at`` on one worker, so a batch's time is
     counted once however many jobs it served; parallel workers divide it.
     """
     since = timezone.now() - timedelta(seconds=settings.JOB_ETA_WINDOW_SECONDS)
+    completed = GenerationJob.objects.filter(
+        status=JobStatus.COMPLETED,
+        deduplicated_from__isnull=True,
+        started_at__isnull=False,
+        finished_at__gte=since,
+    )
     recent = list(
-        GenerationJob.objects.filter(
-            status=JobStatus.COMPLETED,
-            deduplicated_from__isnull=True,
-            started_at__isnull=False,
-            finished_at__gte=since,
-        )
+        (completed.filter(model=model) if model else completed)
         .order_by("-finished_at")
         .values_list("worker_hostname", "started_at", "finished_at")[: settings.JOB_ETA_SAMPLE_JOBS]
     )
@@ -240,7 +242,8 @@ def client_turn_order(*, models: Sequence[str] | None = None) -> list[str]:
 
 def job_queue_position(*, job: GenerationJob) -> int | None:
     """1 for the job served next, None once it left the queue. Follows the fair order:
-    clients take turns, one job each.
+    clients take turns, one job each. Only jobs of the same model count: other models' jobs
+    wait for other workers.
 
     A job that is its client's k-th oldest queued job waits for up to k jobs of every client
     served after its own in the turn order, and k+1 of every client served before. Batching
@@ -248,7 +251,7 @@ def job_queue_position(*, job: GenerationJob) -> int | None:
     """
     if job.status != JobStatus.QUEUED:
         return None
-    queued = GenerationJob.objects.filter(status=JobStatus.QUEUED)
+    queued = GenerationJob.objects.filter(status=JobStatus.QUEUED, model=job.model)
     earlier_own = queued.filter(client_aggregate=job.client_aggregate, created_at__lt=job.created_at).count()
     counts = dict(
         queued.order_by()
@@ -258,7 +261,7 @@ def job_queue_position(*, job: GenerationJob) -> int | None:
     )
     ahead = earlier_own
     before_own_turn = True
-    for network in client_turn_order():
+    for network in client_turn_order(models=[job.model]):
         if network == job.client_aggregate:
             before_own_turn = False
             continue
@@ -277,14 +280,15 @@ def job_queue_estimate(*, job: GenerationJob, position: int | None = None) -> Qu
     """Position and estimated start and finish of a queued job; None once it left the queue.
     ``position``, when the caller has just read it, saves reading it again.
 
-    The jobs ahead, plus what remains of the running ones, times the measured seconds per job.
+    The jobs of its model ahead, plus what remains of that model's running ones, times the
+    model's measured seconds per job.
     """
     if position is None:
         position = job_queue_position(job=job)
     if position is None:
         return None
-    throughput = queue_throughput()
-    running = GenerationJob.objects.filter(status=JobStatus.RUNNING).values_list(
+    throughput = queue_throughput(model=job.model)
+    running = GenerationJob.objects.filter(status=JobStatus.RUNNING, model=job.model).values_list(
         "progress_step", "progress_total"
     )
     in_flight = sum(1 - step / total if total else 1.0 for step, total in running)
@@ -353,6 +357,16 @@ class FailureCount:
 
 
 @dataclass(frozen=True)
+class ModelQueue:
+    """One model's line on the dashboard: each model has its own queue and workers."""
+
+    model: str
+    queued: int
+    running: int
+    oldest_queued_age_seconds: float | None
+
+
+@dataclass(frozen=True)
 class QueueDashboard:
     queued: int
     running: int
@@ -367,6 +381,7 @@ class QueueDashboard:
     failures: list[FailureCount]
     run_seconds_p50: float | None
     run_seconds_p95: float | None
+    by_model: list[ModelQueue]
 
 
 def queue_dashboard() -> QueueDashboard:
@@ -376,15 +391,20 @@ def queue_dashboard() -> QueueDashboard:
 
     counts: dict[str, int] = {}
     oldest_queued: datetime | None = None
-    for status, n, oldest in (
+    # Every configured model, idle or not, then any model jobs still name but the registry dropped.
+    model_counts: dict[str, dict[str, int]] = {model: {} for model in model_names()}
+    model_oldest_queued: dict[str, datetime] = {}
+    for model, status, n, oldest in (
         GenerationJob.objects.filter(status__in=ACTIVE_STATUSES)
         .order_by()
-        .values_list("status")
+        .values_list("model", "status")
         .annotate(n=Count("pk"), oldest=Min("created_at"))
     ):
-        counts[status] = n
+        counts[status] = counts.get(status, 0) + n
+        model_counts.setdefault(model, {})[status] = n
         if status == JobStatus.QUEUED:
-            oldest_queued = oldest
+            model_oldest_queued[model] = oldest
+            oldest_queued = min(oldest_queued, oldest) if oldest_queued else oldest
     queued = counts.get(JobStatus.QUEUED, 0)
 
     completed = GenerationJob.objects.filter(status=JobStatus.COMPLETED, finished_at__gte=day_ago).aggregate(
@@ -426,6 +446,19 @@ def queue_dashboard() -> QueueDashboard:
         failures=failures,
         run_seconds_p50=p50,
         run_seconds_p95=p95,
+        by_model=[
+            ModelQueue(
+                model=model,
+                queued=model_counts[model].get(JobStatus.QUEUED, 0),
+                running=model_counts[model].get(JobStatus.RUNNING, 0),
+                oldest_queued_age_seconds=(
+                    (now - model_oldest_queued[model]).total_seconds()
+                    if model in model_oldest_queued
+                    else None
+                ),
+            )
+            for model in model_counts
+        ],
     )
 
 
@@ -461,9 +494,9 @@ def live_workers(*, timeout: float) -> list[str]:
     return sorted(hostname for reply in replies for hostname in reply)
 
 
-def gpu_queue_pending_messages() -> int:
-    """Wake-ups waiting in the broker's ``gpu`` queue (not counting the ones being worked on)."""
-    return queue_pending_messages(queue=settings.GENERATION_QUEUE)
+def gpu_queue_pending_messages(*, model: str) -> int:
+    """Wake-ups waiting in the broker's queue of ``model`` (not counting the ones being worked on)."""
+    return queue_pending_messages(queue=generation_queue(model))
 
 
 # --- Numbers for operators (metrics) ------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 from celery import shared_task, signals
 from django.conf import settings
 
-from config.celery import app
+from config.celery import app, generation_queue
 from core.logging import log_event
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ def _load_pipeline_at_process_start(**kwargs: Any) -> None:
     imports, where library code that catches every exception can swallow it.
     """
     # The pool forks after the worker selected its queues (-Q), so the child knows them.
-    if settings.GENERATION_QUEUE in (app.amqp.queues.consume_from or {}):
+    consumed = app.amqp.queues.consume_from or {}
+    if any(generation_queue(model) in consumed for model in settings.GENERATOR_SERVED_MODELS):
         from jobs.worker import WorkerLiveness, get_engine
 
         # The first served model loads now; any other on its first job.
@@ -51,11 +52,12 @@ def _load_pipeline_at_process_start(**kwargs: Any) -> None:
     soft_time_limit=settings.GENERATION_SOFT_TIME_LIMIT,
     time_limit=settings.GENERATION_TIME_LIMIT,
 )
-def generate_task(self: Any) -> None:
-    """A wake-up: claim the next batch of queued jobs from the database and run it."""
+def generate_task(self: Any, model: str | None = None) -> None:
+    """A wake-up from ``model``'s queue: claim the next batch of that model's queued jobs from the
+    database and run it (None: of any model this worker serves)."""
     from jobs.worker import process_next_batch
 
-    process_next_batch(worker_hostname=self.request.hostname or "unknown")
+    process_next_batch(worker_hostname=self.request.hostname or "unknown", model=model)
 
 
 @shared_task(name="jobs.tasks.reap_stale_jobs_task")

@@ -50,7 +50,7 @@ def get_engine(model: str) -> Engine:
             allow_hub=settings.GENERATOR_ALLOW_HUB,
             device=settings.GENERATOR_DEVICE,
             dtype=settings.GENERATOR_DTYPE,
-            compile_unet=settings.GENERATOR_COMPILE,
+            compile_denoiser=settings.GENERATOR_COMPILE,
         )
         if settings.GENERATOR_WARMUP:
             engine.warm_up()
@@ -290,12 +290,14 @@ def _fail_all(jobs: Sequence[GenerationJob], code: str, message: str) -> None:
         services.job_fail(job_id=job.pk, code=code, message=message)
 
 
-def process_next_batch(*, worker_hostname: str) -> int:
-    """Claims and runs one batch; returns how many jobs it ran."""
+def process_next_batch(*, worker_hostname: str, model: str | None = None) -> int:
+    """Claims and runs one batch of ``model``'s jobs (None: of any served model); returns how
+    many jobs it ran. A wake-up names its model: taking another model's job instead would leave
+    that model's wake-up to a worker that may not serve the job it was sent for."""
     batch = services.claim_next_jobs(
         worker_hostname=worker_hostname,
         max_images=settings.GENERATION_BATCH_IMAGES,
-        models=settings.GENERATOR_SERVED_MODELS,
+        models=[model] if model else settings.GENERATOR_SERVED_MODELS,
     )
     if batch.jobs:
         with Heartbeat(

@@ -27,6 +27,19 @@ def tiny_model_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_family_dirs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A tiny model of every family, by family: the default SD 1.5 one, and SDXL, SD 3.5 and
+    FLUX.1 built for this session (about a second each)."""
+    from generator.tiny_model import FAMILIES, build_tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny-families")
+    built = {
+        family: build_tiny_model(folder / family, family=family) for family in FAMILIES if family != "sd15"
+    }
+    return {"sd15": tiny_model_dir, **built}
+
+
+@pytest.fixture(scope="session")
 def engine(tiny_model_dir: Path) -> Any:
     from generator.engine import Engine
 

@@ -7,12 +7,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 
 import redis
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from core.logging import log_event
@@ -50,13 +51,16 @@ def reap_stale_jobs() -> ReapResult:
     # Also the guard of each UPDATE below: a job re-claimed since this read started later.
     same_claim = Q(started_at__lt=claimed_before)
     running = GenerationJob.objects.filter(same_claim, status=JobStatus.RUNNING)
-    candidates = dict(running.values_list("pk", "requeue_count"))
+    candidates = {
+        pk: (requeue_count, model)
+        for pk, requeue_count, model in running.values_list("pk", "requeue_count", "model")
+    }
     beyond_hard_limit = set(running.filter(started_at__lt=past_hard_limit).values_list("pk", flat=True))
     without_heartbeat = _jobs_without_heartbeat(
         job_ids=[job_id for job_id in candidates if job_id not in beyond_hard_limit]
     )
     requeued = failed = 0
-    for job_id, requeue_count in candidates.items():
+    for job_id, (requeue_count, model) in candidates.items():
         if job_id in beyond_hard_limit:
             rule = "hard_limit"
         elif job_id in without_heartbeat:
@@ -75,7 +79,7 @@ def reap_stale_jobs() -> ReapResult:
                     progress_step=0,
                     progress_total=0,
                 ):
-                    transaction.on_commit(wake_gpu_worker)
+                    transaction.on_commit(partial(wake_gpu_worker, model))
                     requeued += 1
                     log_event(logger.warning, "requeued", job=job_id, reason="worker_lost", rule=rule)
         elif job_fail(
@@ -114,17 +118,24 @@ def _jobs_without_heartbeat(*, job_ids: Sequence[JobId]) -> set[JobId]:
 
 def republish_queued_jobs() -> int:
     """Sends a wake-up for each job queued longer than ``REAPER_REPUBLISH_AFTER_SECONDS`` beyond
-    those waiting in the ``gpu`` queue (the broker lost them, not the jobs); returns how many."""
+    those waiting in its model's queue (the broker lost them, not the jobs), model by model;
+    returns how many."""
     cutoff = timezone.now() - timedelta(seconds=settings.REAPER_REPUBLISH_AFTER_SECONDS)
-    waiting = GenerationJob.objects.filter(status=JobStatus.QUEUED, created_at__lt=cutoff).count()
-    if waiting == 0:
-        return 0
-    missing = min(waiting - selectors.gpu_queue_pending_messages(), REPUBLISH_MAX_PER_RUN)
-    for _ in range(missing):
-        wake_gpu_worker()
-    if missing > 0:
-        log_event(logger.warning, "republished", wakeups=missing, queued_waiting=waiting)
-    return max(missing, 0)
+    waiting_by_model = dict(
+        GenerationJob.objects.filter(status=JobStatus.QUEUED, created_at__lt=cutoff)
+        .order_by()
+        .values_list("model")
+        .annotate(n=Count("pk"))
+    )
+    republished = 0
+    for model, waiting in waiting_by_model.items():
+        missing = min(waiting - selectors.gpu_queue_pending_messages(model=model), REPUBLISH_MAX_PER_RUN)
+        for _ in range(missing):
+            wake_gpu_worker(model)
+        if missing > 0:
+            log_event(logger.warning, "republished", model=model, wakeups=missing, queued_waiting=waiting)
+            republished += missing
+    return republished
 
 
 def delete_expired_results() -> int:

@@ -19,6 +19,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from config.celery import generation_queue
 from core.logging import log_event
 from core.stored_secrets import encrypt_secret, new_webhook_secret
 from generator import GenerationParameters
@@ -205,7 +206,7 @@ def _queue_job(
     )
     # Before the wake-up, so that the queued event is recorded before a worker can start the job.
     webhook_event_enqueue(job=job, event=WebhookEvent.QUEUED)
-    transaction.on_commit(wake_gpu_worker)
+    transaction.on_commit(partial(wake_gpu_worker, job.model))
     return job
 
 
@@ -257,12 +258,13 @@ def _deduplicated_job(
     return job
 
 
-def wake_gpu_worker() -> None:
-    """Sends one wake-up to the ``gpu`` queue; the worker then claims work from the database."""
+def wake_gpu_worker(model: str) -> None:
+    """Sends one wake-up to ``model``'s queue (``gpu.<model>``); a worker serving that model then
+    claims work from the database."""
     from jobs.tasks import generate_task
 
     try:
-        generate_task.delay()
+        generate_task.apply_async(kwargs={"model": model}, queue=generation_queue(model))
     except KombuOperationalError:
         # The job is committed and its client already has its id: never turn a broker outage
         # into an error. The reaper re-publishes wake-ups for jobs left waiting.

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from config.celery import served_generation_queues
 from tests.support.paths import ROOT
 
 DOCKER = ROOT / "docker"
@@ -118,10 +119,15 @@ def test_the_run_command_starts_every_process_of_the_development_procfile() -> N
     assert set(started.group(1).split()) == declared - {"redis"}
 
 
-def test_the_gpu_worker_takes_one_job_at_a_time_on_the_gpu_queue() -> None:
-    (gpu,) = [line for line in (ROOT / "scripts" / "worker.sh").read_text().splitlines() if "gpu)" in line]
-    worker = gpu.split()
+def test_the_gpu_worker_takes_one_job_at_a_time_on_its_served_models_queues(settings: Any) -> None:
+    script = (ROOT / "scripts" / "worker.sh").read_text()
+    start = script.index("    gpu)")
+    gpu_branch = script[start : script.index(";;", script.index("set --", start))]
+    worker = gpu_branch.split()
+    settings.GENERATOR_SERVED_MODELS = ["tiny-sd", "tiny-sdxl"]
 
-    assert worker[worker.index("--queues") + 1] == "gpu"
+    assert "served_generation_queues()" in gpu_branch
+    assert served_generation_queues() == "gpu.tiny-sd,gpu.tiny-sdxl"
+    assert worker[worker.index("--queues") + 1] == '"$queues"'
     assert worker[worker.index("--concurrency") + 1] == "1"
     assert worker[worker.index("--prefetch-multiplier") + 1] == "1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -64,6 +65,32 @@ def test_dashboard_numbers_count_queue_throughput_failures_and_run_time_percenti
     ]
     # Run times of the last day's completions: 1, 2, 4, 10 s (nearest rank).
     assert (stats.run_seconds_p50, stats.run_seconds_p95) == (2.0, 10.0)
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("busy_queue")
+def test_dashboard_shows_each_models_queue_the_idle_configured_ones_included(
+    admin_client: Client, settings: Any
+) -> None:
+    settings.GENERATOR_MODELS = {
+        **settings.GENERATOR_MODELS,
+        "idle-model": {"source": "/nowhere", "family": "sdxl"},
+    }
+    waiting = GenerationJobFactory(model="other-model")
+    GenerationJob.objects.filter(pk=waiting.pk).update(created_at=timezone.now() - timedelta(minutes=5))
+
+    lines = {line.model: line for line in selectors.queue_dashboard().by_model}
+    page = admin_client.get(DASHBOARD).content.decode()
+
+    assert [(model, line.queued, line.running) for model, line in lines.items()] == [
+        ("tiny-sd", 2, 1),
+        ("idle-model", 0, 0),
+        ("other-model", 1, 0),
+    ]
+    assert lines["other-model"].oldest_queued_age_seconds is not None
+    assert lines["other-model"].oldest_queued_age_seconds >= 300
+    assert lines["idle-model"].oldest_queued_age_seconds is None
+    assert re.search(r"<th scope=\"row\">other-model</th><td>1</td><td>0</td><td>\d+ s</td>", page)
 
 
 @pytest.mark.django_db

@@ -219,24 +219,28 @@ def test_heartbeat_grace_zero_leaves_lost_jobs_to_the_hard_limit(
     assert GenerationJob.objects.get(pk=lost.pk).status == JobStatus.QUEUED
 
 
-def test_republish_sends_only_the_wakeups_that_are_missing_for_jobs_waiting_long_enough() -> None:
+def test_republish_sends_only_the_wakeups_missing_for_jobs_waiting_long_enough_to_their_models_queues() -> (
+    None
+):
     # Runs before any worker test (pytest-django orders transactional tests last), so no
     # worker consumes the wake-ups this test counts.
     flush_redis()
-    for _ in range(3):
-        queued_for(GenerationJobFactory(), seconds=settings.REAPER_REPUBLISH_AFTER_SECONDS + 5)
+    for model in ("tiny-sd", "tiny-sd", "tiny-sd", "other-model", "other-model"):
+        queued_for(GenerationJobFactory(model=model), seconds=settings.REAPER_REPUBLISH_AFTER_SECONDS + 5)
     GenerationJobFactory()  # just queued: its own wake-up is on its way
 
     try:
         first = services.republish_queued_jobs()
-        pending = selectors.gpu_queue_pending_messages()
+        pending = {
+            model: selectors.gpu_queue_pending_messages(model=model) for model in ("tiny-sd", "other-model")
+        }
         second = services.republish_queued_jobs()
         flush_redis()  # Redis restarts empty
         after_loss = services.republish_queued_jobs()
     finally:
         flush_redis()
 
-    assert (first, pending, second, after_loss) == (3, 3, 0, 3)
+    assert (first, pending, second, after_loss) == (5, {"tiny-sd": 3, "other-model": 2}, 0, 5)
 
 
 def test_retention_deletes_old_result_files_and_keeps_the_jobs(
@@ -309,7 +313,7 @@ def test_reaper_task_reaps_lost_jobs_republishes_wakeups_and_deletes_expired_fil
 
     try:
         reap_stale_jobs_task()
-        pending = selectors.gpu_queue_pending_messages()
+        pending = selectors.gpu_queue_pending_messages(model=waiting.model)
     finally:
         flush_redis()
 
@@ -362,9 +366,7 @@ FAST_HEARTBEAT_GRACE_SECONDS = 2
 
 def worker_of_its_own(name: str) -> WorkerProcess:
     """A GPU worker on a queue of its own, so that only the wake-ups a test sends reach it."""
-    return WorkerProcess(
-        name=name, queues=f"gpu-{name}", extra_env={"GENERATION_QUEUE": f"gpu-{name}", **FAST_HEARTBEAT}
-    )
+    return WorkerProcess(name=name, extra_env={"GENERATION_QUEUE": f"gpu-{name}", **FAST_HEARTBEAT})
 
 
 @pytest.mark.worker
@@ -378,7 +380,7 @@ def test_job_of_a_killed_worker_is_requeued_once_its_heartbeat_expires_and_a_liv
         doomed.wait_ready()
         # Seconds on a CPU: long enough to be killed mid-job, short enough to run again.
         job = GenerationJobFactory(width=128, height=128, steps=100)
-        generate_task.apply_async(queue="gpu-doomed")
+        generate_task.apply_async(queue="gpu-doomed.tiny-sd")
         wait_for(lambda: heartbeat_of(job) == doomed.hostname.encode())
         doomed.kill()
     finally:
@@ -407,9 +409,10 @@ def test_slow_job_on_a_live_worker_is_not_reaped_after_the_grace_while_its_worke
     try:
         slow.wait_ready()
         reaper_watched_redis_for(seconds=3600)
-        # Far longer than the watch on any CPU; cancelled once the test has seen enough.
-        job = GenerationJobFactory(width=512, height=512, steps=100)
-        generate_task.apply_async(queue="gpu-slow")
+        # Far longer than the watch on any CPU (the largest job the limits allow: four images of
+        # 1024 px, 100 steps); cancelled once the test has seen enough.
+        job = GenerationJobFactory(width=1024, height=1024, steps=100, num_images=4)
+        generate_task.apply_async(queue="gpu-slow.tiny-sd")
         wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == JobStatus.RUNNING)
         job.refresh_from_db()
         assert job.started_at is not None

@@ -77,7 +77,7 @@ def s3_web(s3_env: dict[str, str]) -> Iterator[WebProcess]:
 
 @pytest.fixture
 def s3_worker(s3_env: dict[str, str], tiny_model_dir: Any) -> Iterator[WorkerProcess]:
-    worker = WorkerProcess(extra_env=s3_env, name="s3", queues=s3_env["GENERATION_QUEUE"])
+    worker = WorkerProcess(extra_env=s3_env, name="s3")
     try:
         worker.wait_ready()
         yield worker

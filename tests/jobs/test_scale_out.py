@@ -63,9 +63,11 @@ def three_gpu_workers(
     """Three GPU workers on one queue; the last also listens on a queue of its own, so a test
     can hand it the batch it is about to lose."""
     workers = (
-        WorkerProcess(name="scale-a", queues=SCALE_QUEUE, extra_env=WORKER_ENV),
-        WorkerProcess(name="scale-b", queues=SCALE_QUEUE, extra_env=WORKER_ENV),
-        WorkerProcess(name="scale-victim", queues=f"{SCALE_QUEUE},{VICTIM_QUEUE}", extra_env=WORKER_ENV),
+        WorkerProcess(name="scale-a", extra_env=WORKER_ENV),
+        WorkerProcess(name="scale-b", extra_env=WORKER_ENV),
+        WorkerProcess(
+            name="scale-victim", queues=f"{SCALE_QUEUE}.tiny-sd,{VICTIM_QUEUE}", extra_env=WORKER_ENV
+        ),
     )
     try:
         for worker in workers:
@@ -81,8 +83,8 @@ def reaper_wakes_the_test_queue(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reaper, "wake_gpu_worker", wake_a_scale_worker)
 
 
-def wake_a_scale_worker() -> None:
-    generate_task.apply_async(queue=SCALE_QUEUE)
+def wake_a_scale_worker(model: str) -> None:
+    generate_task.apply_async(kwargs={"model": model}, queue=f"{SCALE_QUEUE}.{model}")
 
 
 def trace(workers: tuple[WorkerProcess, ...], job_ids: set[str]) -> dict[str, Counter[str]]:
@@ -123,8 +125,8 @@ def test_three_workers_drain_sixty_jobs_of_ten_clients_each_once_in_turns_in_com
     # Half the clients ask for 2 steps, half for 3: two shapes that may never share a batch.
     jobs = queue_jobs(steps_of_client={c: 2 + c % 2 for c in range(CLIENTS)}, jobs_per_client=JOBS_PER_CLIENT)
     job_ids = {str(job.pk) for job in jobs}
-    for _ in jobs:
-        wake_a_scale_worker()
+    for job in jobs:
+        wake_a_scale_worker(job.model)
 
     def all_completed() -> bool:
         return GenerationJob.objects.filter(pk__in=job_ids, status=JobStatus.COMPLETED).count() == len(jobs)
@@ -210,8 +212,8 @@ def test_jobs_of_a_worker_killed_mid_batch_finish_on_the_other_two_and_no_job_ru
         return held if held and all(beat == victim.hostname.encode() for beat in heartbeats) else set()
 
     lost = wait_for(victims_batch, timeout=60, interval=0.05)
-    for _ in range(len(jobs)):
-        wake_a_scale_worker()
+    for job in jobs:
+        wake_a_scale_worker(job.model)
     victim.kill()
     killed_at = time.monotonic()
     redis_client().set(services.HEARTBEAT_WATCHED_SINCE_KEY, time.time() - 3600)

@@ -17,7 +17,8 @@ from tests.support.waits import http_json, wait_for
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 # Big enough for the tiny model to take several seconds on a CPU.
-SLOW = {"prompt": "a slow, detailed panorama", "width": 256, "height": 256, "steps": 60}
+# The largest job the limits allow: the tiny model runs smaller ones in about a second.
+SLOW = {"prompt": "a slow, detailed panorama", "width": 1024, "height": 1024, "steps": 100}
 QUICK = {"prompt": "a quick sketch", "width": 64, "height": 64, "steps": 4}
 
 
@@ -75,16 +76,15 @@ def test_soft_time_limit_fails_the_job_with_timeout_and_the_worker_takes_the_nex
     # as a message from a deployment with GENERATION_SOFT_TIME_LIMIT=1 would.
     short_worker = WorkerProcess(
         name="short",
-        queues="gpu-short",
         extra_env={"GENERATION_QUEUE": "gpu-short"},
     )
     try:
         short_worker.wait_ready()
-        too_slow = GenerationJobFactory(width=256, height=256, steps=80)
-        generate_task.apply_async(queue="gpu-short", soft_time_limit=1, time_limit=30)
+        too_slow = GenerationJobFactory(width=1024, height=1024, steps=100)
+        generate_task.apply_async(queue="gpu-short.tiny-sd", soft_time_limit=1, time_limit=30)
         wait_for(lambda: GenerationJob.objects.get(pk=too_slow.pk).status == JobStatus.FAILED)
         next_job = GenerationJobFactory()
-        generate_task.apply_async(queue="gpu-short")
+        generate_task.apply_async(queue="gpu-short.tiny-sd")
         wait_for(lambda: GenerationJob.objects.get(pk=next_job.pk).status == JobStatus.COMPLETED)
     finally:
         short_worker.stop()
@@ -95,14 +95,12 @@ def test_soft_time_limit_fails_the_job_with_timeout_and_the_worker_takes_the_nex
 
 
 def test_sigterm_lets_the_running_batch_finish_and_then_the_worker_exits(tiny_model_dir: Any) -> None:
-    stopping = WorkerProcess(
-        name="stopping", queues="gpu-stopping", extra_env={"GENERATION_QUEUE": "gpu-stopping"}
-    )
+    stopping = WorkerProcess(name="stopping", extra_env={"GENERATION_QUEUE": "gpu-stopping"})
     try:
         stopping.wait_ready()
         # Seconds on a CPU: still running when the signal comes.
         job = GenerationJobFactory(width=128, height=128, steps=100)
-        generate_task.apply_async(queue="gpu-stopping")
+        generate_task.apply_async(queue="gpu-stopping.tiny-sd")
         wait_for(lambda: GenerationJob.objects.get(pk=job.pk).status == JobStatus.RUNNING)
         signalled_at = timezone.now()
         stopping.process.terminate()  # warm shutdown

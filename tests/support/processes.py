@@ -31,7 +31,9 @@ def database_url() -> str:
 
 
 class WorkerProcess:
-    """``scripts/worker.sh`` on a queue and host of the test's own, one pool process."""
+    """``scripts/worker.sh`` on a host of the test's own, one pool process. A GPU worker serves
+    ``models`` (default: the registry) on their queues under ``GENERATION_QUEUE`` (a test gives
+    it a prefix of its own in ``extra_env``); ``queues`` replaces the queues it consumes."""
 
     def __init__(
         self,
@@ -39,14 +41,24 @@ class WorkerProcess:
         extra_env: dict[str, str] | None = None,
         kind: str = "gpu",
         name: str = "gpu",
-        queues: str = "gpu",
+        models: str | None = None,
+        queues: str | None = None,
     ) -> None:
         self.hostname = f"{name}-{uuid.uuid4().hex[:8]}@test"
         ARTIFACTS.mkdir(exist_ok=True)
         self.log_path = ARTIFACTS / f"worker-{self.hostname.split('@')[0]}.log"
         env = {**os.environ, "DATABASE_URL": database_url(), "GENERATOR_WARMUP": "0", **(extra_env or {})}
         self.process = subprocess.Popen(
-            [WORKER_SCRIPT, kind, "--queues", queues, "--concurrency", "1", "--hostname", self.hostname],
+            [
+                WORKER_SCRIPT,
+                kind,
+                *([models] if models else []),
+                *(["--queues", queues] if queues else []),
+                "--concurrency",
+                "1",
+                "--hostname",
+                self.hostname,
+            ],
             env=env,
             stdout=self.log_path.open("w"),
             stderr=subprocess.STDOUT,
