@@ -66,6 +66,15 @@ def gpu_worker(
         worker.stop()
 
 
+@pytest.fixture
+def unserved_model(settings: Any) -> str:
+    """Jobs submitted in the test are for a model no worker process of the session serves, so
+    they stay queued however fast the tiny model runs: counts of active jobs hold still."""
+    settings.GENERATOR_MODELS = {"unserved": {"source": settings.GENERATOR_MODEL, "family": "sd15"}}
+    settings.GENERATOR_DEFAULT_MODEL = "unserved"
+    return "unserved"
+
+
 @pytest.fixture(autouse=True)
 def abuse_limits_relaxed(settings: Any) -> Iterator[None]:
     """Tests that are not about limits submit freely; tests about them set the limit they

@@ -63,6 +63,7 @@ def test_many_64s_of_one_48_share_one_active_job_limit(api_client: APIClient, se
     assert GenerationJob.objects.filter(client_aggregate="2001:db8:9::/48").count() == 2
 
 
+@pytest.mark.usefixtures("unserved_model")
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_submits_from_many_64s_never_pass_the_aggregate_limit(settings: Any) -> None:
     settings.ANON_AGGREGATE_MAX_ACTIVE_JOBS = 3

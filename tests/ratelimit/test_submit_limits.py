@@ -94,7 +94,7 @@ def test_second_active_job_is_refused_until_the_first_finishes(api_client: APICl
     assert accepted.status_code == 202
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("unserved_model")
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_submits_cannot_create_two_active_jobs(settings: Any) -> None:
     settings.SUBMIT_MAX_ACTIVE_JOBS = 1

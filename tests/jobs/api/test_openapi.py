@@ -202,8 +202,9 @@ def run_against_live_api(base_url: str, *, headers: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def tiny_limits(settings: Any) -> None:
-    """Generated jobs are committed and wake any real worker of the session: keep them tiny."""
+def tiny_limits(settings: Any, unserved_model: str) -> None:
+    """Generated jobs are committed, for a model no worker of the session runs (so a job's
+    answers do not change under the run, which hypothesis needs to replay it); keep them tiny."""
     settings.JOB_LIMITS = {**settings.JOB_LIMITS, "min_size": 64, "max_size": 64, "max_steps": 2}
     settings.JOB_DEFAULTS = {**settings.JOB_DEFAULTS, "width": 64, "height": 64, "steps": 2}
     # A generated "Prefer: wait=N" answers at once, and a job's event stream ends soon, rather
