@@ -180,7 +180,13 @@ def run_against_live_api(base_url: str, *, headers: dict[str, str]) -> None:
 
             answers()
 
-    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+    # The live face (a job's event stream and preview) answers by time as much as by state: a
+    # stream ends when it will, a preview comes and goes, so hypothesis could not replay a
+    # sequence through it. The stateless runs above cover both; tests/jobs/live reads them
+    # with a real SSE client.
+    sequences = schema.exclude(path_regex=r"/(events|preview)$")
+
+    class Workflow(sequences.as_state_machine()):  # type: ignore[misc]
         def before_call(self, case: Any) -> None:
             without_unspeakable_fields(case)
 

@@ -213,6 +213,7 @@ def test_an_error_inside_a_list_field_is_a_400_with_that_field_named(api_client:
     ]
 
 
+@pytest.mark.usefixtures("unserved_model")
 @pytest.mark.django_db(transaction=True)
 def test_submit_while_the_broker_is_unreachable_still_answers_202_and_keeps_the_job(
     api_client: APIClient, monkeypatch: pytest.MonkeyPatch
