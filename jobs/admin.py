@@ -103,30 +103,12 @@ def history_charts(history: selectors.QueueHistory) -> list[dict[str, Any]]:
         )
         stacked = [low + value for low, value in zip(stacked, values, strict=True)]
     return [
-        {
-            "id": "chart-completed",
-            "title": "Completed per 5 min",
-            "peak": max(history.completed),
-            "bars": _bars(
-                history.completed,
-                until=until,
-                peak=max(history.completed),
-                series="completed",
-                colour="#417690",
-            ),
-        },
-        {
-            "id": "chart-queue-depth",
-            "title": "Queue depth",
-            "peak": max(history.queue_depth),
-            "bars": _bars(
-                history.queue_depth,
-                until=until,
-                peak=max(history.queue_depth),
-                series="queued",
-                colour="#79aec8",
-            ),
-        },
+        _one_series_chart(
+            "chart-completed", "Completed per 5 min", history.completed, until, "completed", "#417690"
+        ),
+        _one_series_chart(
+            "chart-queue-depth", "Queue depth", history.queue_depth, until, "queued", "#79aec8"
+        ),
         {
             "id": "chart-failures",
             "title": "Failed per 5 min, by code",
@@ -135,6 +117,18 @@ def history_charts(history: selectors.QueueHistory) -> list[dict[str, Any]]:
             "legend": list(colours.items()),
         },
     ]
+
+
+def _one_series_chart(
+    chart_id: str, title: str, values: list[int], until: list[str], series: str, colour: str
+) -> dict[str, Any]:
+    peak = max(values)
+    return {
+        "id": chart_id,
+        "title": title,
+        "peak": peak,
+        "bars": _bars(values, until=until, peak=peak, series=series, colour=colour),
+    }
 
 
 def _seconds(delta: timedelta | None) -> str:
