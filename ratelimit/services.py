@@ -15,9 +15,11 @@ import logging
 import math
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple, NoReturn
@@ -114,8 +116,8 @@ def submission_admitted(
 def enforce_status_poll_limit(*, client_ip: str) -> None:
     """Status reads have their own, generous limit, so polling never uses up submissions.
 
-    Polls are the hottest request there is, so they count in one Redis round trip (a Lua
-    script) rather than through django-ratelimit, whose Django cache calls take three.
+    Polls are the hottest request there is, so they are counted by a Lua script, in allowances,
+    rather than through django-ratelimit, whose Django cache calls take three round trips a poll.
     """
     retry_after = _poll_window_hit(network=client_network(client_ip), rate=settings.STATUS_POLL_RATE)
     if retry_after is not None:
@@ -298,31 +300,89 @@ def _rate_limit_hit(*, group: str, rate: str, network: str) -> int | None:
     return max(1, int(usage["time_left"]))
 
 
-# INCR and, on a window's first count, EXPIRE, atomically: one round trip per poll.
-_COUNT_IN_WINDOW = """
-local count = redis.call('INCR', KEYS[1])
-if count == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+# INCRBY and, on a window's first take, EXPIRE, atomically: one round trip per allowance.
+_TAKE_FROM_WINDOW = """
+local count = redis.call('INCRBY', KEYS[1], ARGV[2])
+if count == tonumber(ARGV[2]) then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return count
 """
 _PERIOD_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# A process takes a window's polls from Redis this fraction of the limit at a time.
+_POLL_ALLOWANCES_PER_WINDOW = 20
+
+
+@dataclass
+class _PollAllowance:
+    window_key: str
+    limit: int
+    window_end: float
+    left: int | None  # polls this process may still answer; None: the window is spent
+
+
+class _PollAllowances:
+    """This process's allowances by client network, shared by its threads."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_network: dict[str, _PollAllowance] = {}
+        self._prune_after = 0.0
+
+    def hold(self, network: str, allowance: _PollAllowance) -> None:
+        """Keeps ``allowance``; at most once a second, drops those whose window has ended, so
+        the table holds one window's clients. Called with the lock held."""
+        self.by_network[network] = allowance
+        now = time.time()
+        if now >= self._prune_after:
+            self._prune_after = now + 1
+            for ended in [name for name, held in self.by_network.items() if held.window_end <= now]:
+                del self.by_network[ended]
+
+
+_poll_allowances = _PollAllowances()
 
 
 def _poll_window_hit(*, network: str, rate: str) -> int | None:
     """Counts one status read in ``network``'s window of ``rate`` ("600/m", "100/10s"); the
     seconds left in the window if it is over the rate, else None. The windows are
-    django-ratelimit's (fixed, offset per client), as the submit limit's are."""
-    limit, period = rate.split("/")
+    django-ratelimit's (fixed, offset per client), as the submit limit's are.
+
+    Polls are the hottest request there is, so a web process takes them from the window's Redis
+    counter an allowance (a twentieth of the limit) at a time and spends it locally: a steady
+    poller costs one round trip per allowance. The price: a client whose polls reach several web
+    processes may be refused up to an allowance per process early, never late.
+    """
+    limit_text, period = rate.split("/")
+    limit = int(limit_text)
     period_seconds = int(period[:-1] or 1) * _PERIOD_SECONDS[period[-1]]
     window_end = _get_window(network, period_seconds)
     key = cache.make_key(f"rl:{STATUS_POLL_GROUP}:{period_seconds}:{network}:{window_end}")
     seconds_left = max(1, math.ceil(window_end - time.time()))
-    count = _count_in_window_script(redis_client())(keys=[key], args=[seconds_left + 1])
-    return seconds_left if count > int(limit) else None
+    with _poll_allowances.lock:
+        held = _poll_allowances.by_network.get(network)
+        if held is not None and (held.window_key, held.limit) == (key, limit):
+            if held.left is None:
+                return seconds_left
+            if held.left > 0:
+                held.left -= 1
+                return None
+    allowance = max(1, limit // _POLL_ALLOWANCES_PER_WINDOW)
+    count = _take_from_window_script(redis_client())(keys=[key], args=[seconds_left + 1, allowance])
+    granted = min(allowance, limit - (count - allowance))
+    with _poll_allowances.lock:
+        left = granted - 1 if granted > 0 else None
+        _poll_allowances.hold(network, _PollAllowance(key, limit, window_end, left))
+    return None if granted > 0 else seconds_left
+
+
+def forget_poll_allowances() -> None:
+    """Drops this process's unspent poll allowances: after the Redis windows were emptied."""
+    with _poll_allowances.lock:
+        _poll_allowances.by_network.clear()
 
 
 @functools.cache
-def _count_in_window_script(client: redis.Redis) -> Any:
-    return client.register_script(_COUNT_IN_WINDOW)
+def _take_from_window_script(client: redis.Redis) -> Any:
+    return client.register_script(_TAKE_FROM_WINDOW)
 
 
 def _lock_client_network(*, network: str) -> None:

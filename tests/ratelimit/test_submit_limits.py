@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from core.errors import ApplicationError
 from jobs import services
 from jobs.models import GenerationJob
-from ratelimit.services import block_ip
+from ratelimit.services import block_ip, forget_poll_allowances
 from tests.ratelimit.helpers import VALID, fresh_window_client, submit, submit_all_at_once
 from tests.support.redis_state import redis_client
 
@@ -162,17 +162,52 @@ def test_status_polls_have_their_own_limit(api_client: APIClient, settings: Any)
     assert int(polls[-1]["Retry-After"]) >= 1
 
 
-def test_a_status_poll_counts_against_its_limit_in_one_redis_round_trip(api_client: APIClient) -> None:
+def test_a_steady_poller_costs_one_redis_round_trip_per_allowance(
+    api_client: APIClient, settings: Any
+) -> None:
+    settings.STATUS_POLL_RATE = "600/m"  # allowances of 600 / 20 = 30 polls
     ip = fresh_window_client("198.51.100.{}")
     url = f"/api/v1/jobs/{submit(api_client, ip=ip).json()['id']}"
-    api_client.get(url, REMOTE_ADDR=ip)  # loads the counting script into Redis
+    api_client.get(url, REMOTE_ADDR=ip)  # takes the first allowance, and loads the script
     redis = redis_client()
     before = redis_command_calls(redis)
 
+    spent = [api_client.get(url, REMOTE_ADDR=ip).status_code for _ in range(29)]
+    after_spending = redis_command_calls(redis)
     api_client.get(url, REMOTE_ADDR=ip)
 
-    # One EVALSHA; the INCR is the script's own, run inside Redis.
-    assert redis_command_calls(redis) - before == {"evalsha": 1, "incr": 1}
+    assert spent == [200] * 29
+    assert after_spending - before == Counter()
+    # One EVALSHA; the INCRBY is the script's own, run inside Redis.
+    assert redis_command_calls(redis) - after_spending == {"evalsha": 1, "incrby": 1}
+    (window,) = redis.scan_iter(match=f"*:rl:job-status:*{ip}*")
+    assert int(redis.get(window)) == 60
+
+
+def test_one_process_refuses_exactly_past_the_limit(api_client: APIClient, settings: Any) -> None:
+    settings.STATUS_POLL_RATE = "40/m"  # allowances of 2
+    ip = fresh_window_client("198.51.100.{}")
+    url = f"/api/v1/jobs/{submit(api_client, ip=ip).json()['id']}"
+
+    polls = [api_client.get(url, REMOTE_ADDR=ip).status_code for _ in range(41)]
+
+    assert polls == [200] * 40 + [429]
+
+
+def test_a_client_spread_over_processes_is_refused_at_most_an_allowance_early_per_process(
+    api_client: APIClient, settings: Any
+) -> None:
+    settings.STATUS_POLL_RATE = "40/m"  # allowances of 2
+    ip = fresh_window_client("198.51.100.{}")
+    url = f"/api/v1/jobs/{submit(api_client, ip=ip).json()['id']}"
+    first_process = api_client.get(url, REMOTE_ADDR=ip).status_code  # takes 2, spends 1
+    forget_poll_allowances()  # what a second web process holds: nothing
+
+    second_process = [api_client.get(url, REMOTE_ADDR=ip).status_code for _ in range(40)]
+
+    assert first_process == 200
+    # 1 + 38 answered: the first process's unspent poll is the only one refused early.
+    assert second_process == [200] * 38 + [429] * 2
 
 
 def redis_command_calls(redis: Redis) -> Counter[str]:
