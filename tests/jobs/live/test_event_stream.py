@@ -189,6 +189,32 @@ def test_streams_over_the_per_client_limit_are_refused_with_429(django_db_setup:
         web.stop()
 
 
+def test_a_waiting_stream_ends_after_its_longest_life_and_resumes_where_it_ended(
+    django_db_setup: None,
+) -> None:
+    web = WebProcess(extra_env={**WEB_ENV, "EVENTS_MAX_STREAM_SECONDS": "2"})
+    try:
+        web.wait_ready()
+        job_id = str(GenerationJobFactory().pk)  # queued; no worker is told of it
+        events: list[Any] = []
+        reader = threading.Thread(
+            target=lambda: events.extend(read_events(open_stream(events_url(web, job_id))))
+        )
+        reader.start()
+        # Keep-alives come every second, so only the server's ending stops the reader.
+        reader.join(timeout=60)
+
+        assert not reader.is_alive(), "the stream of a waiting job did not end"
+        assert [event.event for event in events] == ["queued"]
+        (resumed,) = read_events(
+            open_stream(events_url(web, job_id), last_event_id=events[-1].id), stop_after=1
+        )
+        assert resumed.event == "queued"
+        assert json.loads(resumed.data)["position"] == json.loads(events[0].data)["position"]
+    finally:
+        web.stop()
+
+
 def test_a_client_that_never_reads_does_not_hold_up_another(
     web: WebProcess, gpu_worker: WorkerProcess
 ) -> None:
