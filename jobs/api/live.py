@@ -83,7 +83,7 @@ class JobEventStream:
                     subscription.lost.clear()
                     for event in await job_events_after(job_id=self.job_id, after=self.sent):
                         yield await self._render(event)
-                        if event.terminal:
+                        if self.finished:
                             return
                     snapshot = await sync_to_async(self._snapshot)()
                     if snapshot is not None:
@@ -107,7 +107,7 @@ class JobEventStream:
                         if _order(live.id) <= _order(self.sent):
                             continue
                         yield await self._render(live)
-                        if live.terminal:
+                        if self.finished:
                             return
         finally:
             await self.slot.release()
@@ -131,6 +131,10 @@ class JobEventStream:
                 else None
             )
             return _sse(PROGRESS, event.id, data)
+        if event.event == QUEUED:
+            # Back in the queue (its worker was lost): its place, as the row says it now.
+            self.queue_position = None
+            return await sync_to_async(self._snapshot)() or b""
         return _sse(event.event, event.id, event.data)
 
     def _status_body(self) -> dict[str, Any]:

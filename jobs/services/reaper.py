@@ -19,6 +19,7 @@ from django.utils import timezone
 from core.logging import log_event
 from core.redis import redis_client
 from jobs import selectors
+from jobs.live.events import QUEUED, job_event_publish
 from jobs.models import FailureCode, GenerationJob, JobImage, JobStatus
 from jobs.services.finish import job_fail
 from jobs.services.liveness import HEARTBEAT_WATCHED_SINCE_KEY, heartbeat_key
@@ -80,6 +81,10 @@ def reap_stale_jobs() -> ReapResult:
                     progress_total=0,
                 ):
                     transaction.on_commit(partial(wake_gpu_worker, model))
+                    # Its streams were following progress: they now learn it waits again.
+                    transaction.on_commit(
+                        partial(job_event_publish, job_id=job_id, event=QUEUED, reason="worker_lost")
+                    )
                     requeued += 1
                     log_event(logger.warning, "requeued", job=job_id, reason="worker_lost", rule=rule)
         elif job_fail(

@@ -9,11 +9,13 @@ import socket
 import threading
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 import requests
 import sseclient
+from django.utils import timezone
 
 from jobs import services
 from jobs.models import FailureCode
@@ -213,6 +215,24 @@ def test_a_waiting_stream_ends_after_its_longest_life_and_resumes_where_it_ended
         assert json.loads(resumed.data)["position"] == json.loads(events[0].data)["position"]
     finally:
         web.stop()
+
+
+def test_a_job_the_reaper_puts_back_in_the_queue_tells_its_stream_its_place(web: WebProcess) -> None:
+    job = GenerationJobFactory(
+        running=True, started_at=timezone.now() - timedelta(hours=1), worker_hostname="gpu-dead@test"
+    )
+    response = open_stream(events_url(web, str(job.pk)))
+    lines = response.iter_lines()
+    # The first keep-alive: the stream has said all it had to say of the running job.
+    assert next(line for line in lines if line.startswith(b":")) == b": keep-alive"
+
+    reaped = services.reap_stale_jobs()
+    event = next(sseclient.SSEClient(line + b"\n" for line in lines).events())
+    response.close()
+
+    assert reaped.requeued == 1
+    assert event.event == "queued"
+    assert json.loads(event.data)["position"] >= 1
 
 
 def test_a_client_that_never_reads_does_not_hold_up_another(
