@@ -1,7 +1,7 @@
 """Every write to a GenerationJob, one module per lifecycle stage: submit, claim, finish,
 reaper, liveness, deadline."""
 
-from jobs.services.claim import ClaimedBatch, claim_next_jobs, job_cancel, job_record_progress
+from jobs.services.claim import claim_next_jobs, job_cancel, job_record_progress
 from jobs.services.deadline import job_fail_deadline_exceeded, jobs_fail_overdue
 from jobs.services.finish import job_complete, job_fail, job_finished
 from jobs.services.liveness import (
