@@ -15,9 +15,8 @@ from jobs.errors import job_already_finished, job_not_found
 from jobs.live.events import PROGRESS, job_event_publish
 from jobs.models import FailureCode, GenerationJob, JobStatus
 from jobs.services.deadline import jobs_fail_overdue
-from jobs.services.finish import job_finished
+from jobs.services.finish import job_finished, webhook_event_enqueue
 from jobs.services.liveness import job_flag_cancelled
-from jobs.services.notify import webhook_event_enqueue
 from jobs.services.transition import JobId, transition_job
 from webhooks.models import WebhookEvent
 

@@ -35,8 +35,7 @@ from jobs.errors import (
     queue_full,
 )
 from jobs.models import ACTIVE_STATUSES, GenerationJob, IdempotencyKey, JobImage, JobStatus
-from jobs.services.finish import job_finished
-from jobs.services.notify import webhook_event_enqueue
+from jobs.services.finish import job_finished, webhook_event_enqueue
 from jobs.services.transition import JobId
 from jobs.validation import submitted_parameters, validate_parameters
 from ratelimit.callers import Caller, anonymous_caller, api_key_caller
