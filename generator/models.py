@@ -75,7 +75,7 @@ class ModelSpec:
             raise ValueError(
                 f"model {name!r}: defaults may set {', '.join(DEFAULT_NAMES)}; limits {', '.join(LIMIT_NAMES)}"
             )
-        spec = cls(
+        return cls(
             name=name,
             source=str(config["source"]),
             family=family,
@@ -84,7 +84,6 @@ class ModelSpec:
             cost_weight=float(config.get("cost_weight", 1.0)),
             memory_gb=float(config.get("memory_gb", 0.0)),
         )
-        return spec
 
     def default_request_violations(self) -> list[tuple[str, str, str]]:
         """The rules a request of only this model's defaults breaks: a configuration mistake."""

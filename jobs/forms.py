@@ -146,19 +146,17 @@ class GenerateForm(forms.Form):
         return arguments | ({"width": preset.width, "height": preset.height} if preset else {})
 
     def add_job_error(self, error: ApplicationError) -> None:
-        """Shows a service's field errors beside the fields (or above the form if it has no such field)."""
+        """Shows a service's field errors beside the fields (or above the form if it has no such
+        field), with the cursor in the first field to fix, on a full page load and on an htmx swap."""
         for name, field_errors in error.fields.items():
             for field_error in field_errors:
                 self.add_error(
                     name if name in self.fields else None,
                     forms.ValidationError(field_error.message, code=field_error.code),
                 )
-
-    def focus_first_error(self) -> None:
-        """Puts the cursor in the first field to fix, on a full page load and on an htmx swap."""
-        name = next((name for name in self.fields if name in self.errors), None)
-        if name is not None:
-            self.fields[name].widget.attrs["autofocus"] = True
+        first_to_fix = next((name for name in self.fields if name in self.errors), None)
+        if first_to_fix is not None:
+            self.fields[first_to_fix].widget.attrs["autofocus"] = True
 
     @property
     def advanced_has_errors(self) -> bool:

@@ -202,7 +202,6 @@ def home(request: HtmxHttpRequest) -> HttpResponse:
         job = services.job_submit(client_ip=client_ip(request), **form.submit_arguments())
     except ApplicationError as error:
         form.add_job_error(error)
-        form.focus_first_error()
         if request.htmx:
             return _composer_partial(request, form=form, error=error)
         return _page(request, form=form, error=error)

@@ -294,16 +294,16 @@ def process_next_batch(*, worker_hostname: str, model: str | None = None) -> int
     """Claims and runs one batch of ``model``'s jobs (None: of any served model); returns how
     many jobs it ran. A wake-up names its model: taking another model's job instead would leave
     that model's wake-up to a worker that may not serve the job it was sent for."""
-    batch = services.claim_next_jobs(
+    jobs = services.claim_next_jobs(
         worker_hostname=worker_hostname,
         max_images=settings.GENERATION_BATCH_IMAGES,
         models=[model] if model else settings.GENERATOR_SERVED_MODELS,
     )
-    if batch.jobs:
+    if jobs:
         with Heartbeat(
-            [job.pk for job in batch.jobs],
+            [job.pk for job in jobs],
             worker_hostname=worker_hostname,
             interval=settings.WORKER_HEARTBEAT_SECONDS,
         ):
-            run_batch(batch.jobs)
-    return len(batch.jobs)
+            run_batch(jobs)
+    return len(jobs)

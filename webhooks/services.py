@@ -76,28 +76,15 @@ def webhook_subscription_clean(*, url: str, events: Sequence[str] | None) -> tup
     wanted = WebhookEvent.values if events is None else list(events)
     unknown = sorted(set(wanted) - set(WebhookEvent.values))
     if unknown:
+        message = f"Unknown events {', '.join(unknown)}; use {', '.join(WebhookEvent.values)}."
         raise invalid_parameters(
-            {
-                "webhook_events": [
-                    FieldError(
-                        code="webhook_event_unknown",
-                        message=f"Unknown events {', '.join(unknown)}; use {', '.join(WebhookEvent.values)}.",
-                    )
-                ]
-            }
+            {"webhook_events": [FieldError(code="webhook_event_unknown", message=message)]}
         )
     if not url:
         return "", []
     if len(url) > MAX_URL_LENGTH:
-        raise invalid_parameters(
-            {
-                "webhook_url": [
-                    FieldError(
-                        code="webhook_url_too_long", message=f"Use at most {MAX_URL_LENGTH} characters."
-                    )
-                ]
-            }
-        )
+        message = f"Use at most {MAX_URL_LENGTH} characters."
+        raise invalid_parameters({"webhook_url": [FieldError(code="webhook_url_too_long", message=message)]})
     try:
         parse_destination(url, allow_http=settings.WEBHOOK_ALLOW_HTTP)
     except ForbiddenDestination as error:
@@ -335,10 +322,6 @@ def webhook_delivery_attempt(*, delivery_id: int, attempt: int, worker_hostname:
     )
 
 
-def _host_slots_key(host: str) -> str:
-    return f"imagegen:webhooks:host_slots:{host}"
-
-
 # Drops lapsed slots (a worker died holding one), then takes a slot if fewer than the cap are held.
 _TAKE_HOST_SLOT = """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -354,7 +337,7 @@ def _host_slot(host: str) -> Iterator[bool]:
     """One of the ``WEBHOOK_HOST_CONCURRENCY`` attempts a destination host may have in flight
     across all workers; yields False when they are all taken. A slot lapses with the attempt's
     claim, so a killed worker cannot hold one for good."""
-    key, token = _host_slots_key(host), uuid.uuid4().hex
+    key, token = f"imagegen:webhooks:host_slots:{host}", uuid.uuid4().hex
     now = time.time()
     try:
         taken = bool(

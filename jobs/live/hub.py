@@ -87,10 +87,6 @@ class EventHub:
             if not listeners:
                 del self._subscriptions[job_id]
 
-    @property
-    def listener_count(self) -> int:
-        return sum(len(listeners) for listeners in self._subscriptions.values())
-
     async def _listen(self) -> None:
         while True:
             pubsub = async_redis_client().pubsub(ignore_subscribe_messages=True)

@@ -13,18 +13,14 @@ from core.redis import async_redis_client
 from jobs.errors import too_many_streams
 
 
-def _slots_key(client_network: str) -> str:
-    return f"jobs:event-streams:{client_network}"
-
-
-def _lapses_at() -> float:
+def _lifetime_seconds() -> float:
     # Two missed keep-alives and a little more: a live stream always renews in time.
-    return time.time() + 2 * settings.EVENTS_KEEPALIVE_SECONDS + 5
+    return 2 * settings.EVENTS_KEEPALIVE_SECONDS + 5
 
 
 class StreamSlot:
     def __init__(self, client_network: str) -> None:
-        self.key = _slots_key(client_network)
+        self.key = f"jobs:event-streams:{client_network}"
         self.stream_id = uuid.uuid4().hex
 
     async def acquire(self) -> None:
@@ -32,9 +28,9 @@ class StreamSlot:
         limit = settings.EVENTS_MAX_STREAMS_PER_CLIENT
         pipeline = async_redis_client().pipeline(transaction=True)
         pipeline.zremrangebyscore(self.key, "-inf", time.time())
-        pipeline.zadd(self.key, {self.stream_id: _lapses_at()})
+        pipeline.zadd(self.key, {self.stream_id: time.time() + _lifetime_seconds()})
         pipeline.zcard(self.key)
-        pipeline.expire(self.key, round(2 * settings.EVENTS_KEEPALIVE_SECONDS + 5))
+        pipeline.expire(self.key, round(_lifetime_seconds()))
         _, _, held, _ = await pipeline.execute()
         if held > limit:
             await self.release()
@@ -42,8 +38,8 @@ class StreamSlot:
 
     async def renew(self) -> None:
         pipeline = async_redis_client().pipeline(transaction=True)
-        pipeline.zadd(self.key, {self.stream_id: _lapses_at()}, xx=True)
-        pipeline.expire(self.key, round(2 * settings.EVENTS_KEEPALIVE_SECONDS + 5))
+        pipeline.zadd(self.key, {self.stream_id: time.time() + _lifetime_seconds()}, xx=True)
+        pipeline.expire(self.key, round(_lifetime_seconds()))
         await pipeline.execute()
 
     async def release(self) -> None:

@@ -52,15 +52,8 @@ class OpenAIError(Exception):
         self.headers: dict[str, str] = {}
 
     def response(self) -> JsonResponse:
-        body = {
-            "error": {
-                "message": self.message,
-                "type": self.error_type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
-        return JsonResponse(body, status=self.status, headers=self.headers)
+        error = {"message": self.message, "type": self.error_type, "param": self.param, "code": self.code}
+        return JsonResponse({"error": error}, status=self.status, headers=self.headers)
 
     @classmethod
     def from_application_error(cls, error: ApplicationError) -> OpenAIError:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from django.db.models import Q
 from django.utils import timezone
@@ -16,9 +15,8 @@ from jobs.errors import job_already_finished, job_not_found
 from jobs.live.events import PROGRESS, job_event_publish
 from jobs.models import FailureCode, GenerationJob, JobStatus
 from jobs.services.deadline import jobs_fail_overdue
-from jobs.services.finish import job_finished
+from jobs.services.finish import job_finished, webhook_event_enqueue
 from jobs.services.liveness import job_flag_cancelled
-from jobs.services.notify import webhook_event_enqueue
 from jobs.services.transition import JobId, transition_job
 from webhooks.models import WebhookEvent
 
@@ -31,14 +29,9 @@ BATCH_CANDIDATES = 200
 CLAIM_ATTEMPTS = 20
 
 
-@dataclass(frozen=True)
-class ClaimedBatch:
-    jobs: list[GenerationJob]
-
-
 def claim_next_jobs(
     *, worker_hostname: str, max_images: int, models: Sequence[str] | None = None
-) -> ClaimedBatch:
+) -> list[GenerationJob]:
     """Claims the next job in fair order and up to ``max_images`` images of compatible ones.
 
     Clients take turns (``selectors.client_turn_order``): the head is the oldest queued job of
@@ -56,7 +49,7 @@ def claim_next_jobs(
         jobs_fail_overdue(statuses=(JobStatus.QUEUED,))
         turn_order = selectors.client_turn_order(models=models)
         if not turn_order:
-            return ClaimedBatch(jobs=[])
+            return []
         head = queued.filter(client_aggregate=turn_order[0]).order_by("created_at").first()
         if head is None:
             continue
@@ -95,8 +88,8 @@ def claim_next_jobs(
                 job.progress_step = job.progress_total = 0
                 log_event(logger.info, "started", job=job.id, worker=worker_hostname, batch=len(claimed))
                 webhook_event_enqueue(job=job, event=WebhookEvent.STARTED)
-            return ClaimedBatch(jobs=claimed)
-    return ClaimedBatch(jobs=[])
+            return claimed
+    return []
 
 
 def _in_turns(jobs: Sequence[GenerationJob], turn_order: Sequence[str]) -> list[GenerationJob]:

@@ -1,5 +1,6 @@
 """Finishing a job: completing or failing it, and the one "job finished" path every terminal
-transition takes (usage, counters, log, live event, webhook, in that order)."""
+transition takes (usage, counters, log, live event, webhook, in that order); the jobs app builds
+each webhook event's payload here and the webhooks app delivers it."""
 
 from __future__ import annotations
 
@@ -14,15 +15,32 @@ from django.db.models import Q
 from django.utils import timezone
 
 from core.logging import log_event
+from jobs.api.serializers import JobSerializer
 from jobs.live.events import COMPLETED, job_event_publish
 from jobs.models import GenerationJob, JobImage, JobStatus
-from jobs.services.notify import webhook_event_enqueue
 from jobs.services.transition import JobId, transition_job
 from ops import metrics
 from ratelimit.services import usage_record_job_finished
 from webhooks.models import WebhookEvent
+from webhooks.services import webhook_delivery_create
 
 logger = logging.getLogger(__name__)
+
+
+def webhook_event_enqueue(*, job: GenerationJob, event: str) -> None:
+    """After the commit, records and sends ``event`` if the job subscribed to it; errors are logged,
+    never raised. Free for the many jobs without a webhook (``job`` needs only those fields)."""
+    if not job.webhook_url or event not in job.webhook_events:
+        return
+    transaction.on_commit(functools.partial(_record_and_send, job_id=job.pk, event=event), robust=True)
+
+
+def _record_and_send(*, job_id: JobId, event: str) -> None:
+    job = GenerationJob.objects.prefetch_related("images").exclude(webhook_url="").filter(pk=job_id).first()
+    if job is None or event not in job.webhook_events:
+        return
+    # The API's status shape, read after the commit, so the payload shows the job as it now is.
+    webhook_delivery_create(job_id=job.pk, url=job.webhook_url, event=event, data=JobSerializer(job).data)
 
 
 def job_finished(*, job: GenerationJob, outcome: str, **log_fields: Any) -> None:

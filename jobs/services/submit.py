@@ -35,8 +35,7 @@ from jobs.errors import (
     queue_full,
 )
 from jobs.models import ACTIVE_STATUSES, GenerationJob, IdempotencyKey, JobImage, JobStatus
-from jobs.services.finish import job_finished
-from jobs.services.notify import webhook_event_enqueue
+from jobs.services.finish import job_finished, webhook_event_enqueue
 from jobs.services.transition import JobId
 from jobs.validation import submitted_parameters, validate_parameters
 from ratelimit.callers import Caller, anonymous_caller, api_key_caller
@@ -195,11 +194,10 @@ def _queue_job(
         # Long enough for the jobs over the bound, and one more, to be served.
         excess = queued - settings.JOB_QUEUE_MAX + 1
         raise queue_full(retry_after=max(1, math.ceil(excess * selectors.queue_throughput().seconds_per_job)))
+    # A seed is always stored, so that every result can be reproduced.
+    seed = secrets.randbelow(SEED_MAX + 1) if params.seed is None else params.seed
     job = GenerationJob.objects.create(
-        # A seed is always stored, so that every result can be reproduced.
-        **_generation_fields(
-            params, seed=secrets.randbelow(SEED_MAX + 1) if params.seed is None else params.seed
-        ),
+        **GenerationJob.fields_from(replace(params, seed=seed)),
         client_ip=client_ip,
         client_network=client_network,
         **stored,
@@ -208,11 +206,6 @@ def _queue_job(
     webhook_event_enqueue(job=job, event=WebhookEvent.QUEUED)
     transaction.on_commit(partial(wake_gpu_worker, job.model))
     return job
-
-
-def _generation_fields(params: GenerationParameters, *, seed: int) -> dict[str, object]:
-    """The columns that decide the picture: what dedupe matches on and a new job stores."""
-    return GenerationJob.fields_from(replace(params, seed=seed))
 
 
 def _deduplicated_job(
@@ -224,7 +217,7 @@ def _deduplicated_job(
     """
     if not settings.JOB_DEDUPE or params.seed is None:
         return None
-    fields = _generation_fields(params, seed=params.seed)
+    fields = GenerationJob.fields_from(params)
     original = (
         GenerationJob.objects.filter(status=JobStatus.COMPLETED, deduplicated_from__isnull=True, **fields)
         .annotate(image_count=Count("images"))

@@ -77,7 +77,7 @@ def test_the_claim_fails_an_overdue_queued_job_and_takes_the_next() -> None:
 
     batch = services.claim_next_jobs(worker_hostname="gpu@test", max_images=1)
 
-    assert [job.pk for job in batch.jobs] == [on_time.pk]
+    assert [job.pk for job in batch] == [on_time.pk]
     overdue.refresh_from_db()
     assert (overdue.status, overdue.failure_code) == (JobStatus.FAILED, FailureCode.DEADLINE_EXCEEDED)
     assert overdue.started_at is None
@@ -109,7 +109,7 @@ def test_the_worker_fails_a_job_past_its_deadline_at_the_next_step(
 ) -> None:
     monkeypatch.setitem(worker._engines, settings.GENERATOR_DEFAULT_MODEL, engine)
     GenerationJobFactory(steps=20, deadline_at=timezone.now() + timedelta(hours=1))
-    [running] = services.claim_next_jobs(worker_hostname="gpu@test", max_images=1).jobs
+    [running] = services.claim_next_jobs(worker_hostname="gpu@test", max_images=1)
     # As if the deadline passed while the job was claimed: the worker checks its own copy.
     running.deadline_at = timezone.now() - timedelta(seconds=1)
     GenerationJob.objects.filter(pk=running.pk).update(deadline_at=running.deadline_at)
@@ -128,7 +128,7 @@ def test_a_batch_goes_on_for_the_job_still_within_its_deadline(
     monkeypatch.setitem(worker._engines, settings.GENERATOR_DEFAULT_MODEL, engine)
     GenerationJobFactory(seed=1, deadline_at=timezone.now() + timedelta(hours=1))
     GenerationJobFactory(seed=2)
-    batch = services.claim_next_jobs(worker_hostname="gpu@test", max_images=2).jobs
+    batch = services.claim_next_jobs(worker_hostname="gpu@test", max_images=2)
     assert len(batch) == 2
     late = next(job for job in batch if job.deadline_at is not None)
     late.deadline_at = timezone.now() - timedelta(seconds=1)

@@ -27,7 +27,7 @@ def submit(api_client: APIClient, ip: str, **overrides: Any) -> Any:
 
 def served_clients(*, max_images: int = 1) -> list[list[str]]:
     batches = []
-    while batch := services.claim_next_jobs(worker_hostname="gpu@test", max_images=max_images).jobs:
+    while batch := services.claim_next_jobs(worker_hostname="gpu@test", max_images=max_images):
         batches.append([job.client_ip for job in batch])
     return batches
 
@@ -74,7 +74,7 @@ def test_queue_position_agrees_with_the_order_jobs_are_served(api_client: APICli
     positions = {job.pk: selectors.job_queue_position(job=job) for job in queued}
 
     served = []
-    while batch := services.claim_next_jobs(worker_hostname="gpu@test", max_images=1).jobs:
+    while batch := services.claim_next_jobs(worker_hostname="gpu@test", max_images=1):
         served.append(batch[0].pk)
 
     assert sorted(positions.values()) == list(range(1, 9))

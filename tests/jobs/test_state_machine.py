@@ -50,5 +50,5 @@ def test_a_job_is_claimed_by_one_worker_only() -> None:
     first = services.claim_next_jobs(worker_hostname="a@test", max_images=4)
     second = services.claim_next_jobs(worker_hostname="b@test", max_images=4)
 
-    assert len(first.jobs) == 1 and second.jobs == []
-    assert first.jobs[0].worker_hostname == "a@test"
+    assert len(first) == 1 and second == []
+    assert first[0].worker_hostname == "a@test"

@@ -41,7 +41,7 @@ def fast_progress(settings: Any) -> None:
 
 
 def claim(max_images: int = 4) -> list[GenerationJob]:
-    return services.claim_next_jobs(worker_hostname="gpu@test", max_images=max_images).jobs
+    return services.claim_next_jobs(worker_hostname="gpu@test", max_images=max_images)
 
 
 def result_image(job: GenerationJob, index: int = 0) -> np.ndarray:

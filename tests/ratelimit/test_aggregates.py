@@ -84,7 +84,7 @@ def test_the_64s_of_one_48_take_one_turn_in_the_fair_queue(api_client: APIClient
 
     assert selectors.client_turn_order() == ["2001:db8:c::/48", "2001:db8:d::/48"]
     served = [
-        services.claim_next_jobs(worker_hostname="gpu@test", max_images=1).jobs[0].client_ip for _ in range(4)
+        services.claim_next_jobs(worker_hostname="gpu@test", max_images=1)[0].client_ip for _ in range(4)
     ]
     # The crowd's oldest, then the loner, then the rest of the crowd: one turn for the whole /48.
     assert served[:2] == ["2001:db8:c::1", "2001:db8:d::1"]

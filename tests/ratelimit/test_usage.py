@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 
 def run_next_job() -> GenerationJob:
-    [job] = services.claim_next_jobs(worker_hostname="gpu@test", max_images=1).jobs
+    [job] = services.claim_next_jobs(worker_hostname="gpu@test", max_images=1)
     return job
 
 

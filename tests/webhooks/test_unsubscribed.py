@@ -23,10 +23,10 @@ def test_events_of_a_job_without_a_webhook_run_no_query_and_record_no_delivery(
 ) -> None:
     with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
         services.job_submit(prompt="a red fox", client_ip="203.0.113.9", width=64, height=64, steps=4)
-        first = services.claim_next_jobs(worker_hostname="gpu-1", max_images=1).jobs[0]
+        first = services.claim_next_jobs(worker_hostname="gpu-1", max_images=1)[0]
         services.job_complete(job=first, pngs=[b"\x89PNG"])
         services.job_submit(prompt="a blue fox", client_ip="203.0.113.9", width=64, height=64, steps=4)
-        second = services.claim_next_jobs(worker_hostname="gpu-1", max_images=1).jobs[0]
+        second = services.claim_next_jobs(worker_hostname="gpu-1", max_images=1)[0]
         services.job_fail(job_id=second.pk, code=FailureCode.TIMEOUT, message="Too slow.")
 
     # Columns named in a SELECT list are fine; a lookup filtering on the subscription, or a
@@ -42,7 +42,7 @@ def test_events_of_a_job_without_a_webhook_run_no_query_and_record_no_delivery(
 def test_a_claimed_job_carries_what_the_claim_wrote(settings: Any) -> None:
     submitted = services.job_submit(prompt="a red fox", client_ip="203.0.113.9", width=64, height=64, steps=4)
 
-    claimed = services.claim_next_jobs(worker_hostname="gpu-1", max_images=1).jobs[0]
+    claimed = services.claim_next_jobs(worker_hostname="gpu-1", max_images=1)[0]
 
     stored = type(claimed).objects.get(pk=submitted.pk)
     assert (claimed.status, claimed.started_at, claimed.worker_hostname) == (

@@ -184,7 +184,7 @@ def test_cancelling_a_queued_job_through_the_api_cancels_it(api_client: APIClien
 
     assert response.status_code == 200
     assert response.json()["status"] == "cancelled"
-    assert services.claim_next_jobs(worker_hostname="gpu@test", max_images=4).jobs == []
+    assert services.claim_next_jobs(worker_hostname="gpu@test", max_images=4) == []
 
 
 @pytest.mark.parametrize("status", [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED])
