@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import django
 from asgiref.sync import iscoroutinefunction, sync_to_async
+from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.core.handlers.base import BaseHandler
 from django.db import close_old_connections
@@ -58,4 +59,4 @@ class SyncViewsInThreadPoolHandler(ASGIHandler):
             close_old_connections()
 
 
-application = SyncViewsInThreadPoolHandler(threads=int(os.environ.get("WEB_THREADS", "8")))
+application = SyncViewsInThreadPoolHandler(threads=settings.WEB_THREADS)

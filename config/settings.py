@@ -228,6 +228,8 @@ EVENTS_MAX_STREAMS_PER_CLIENT = env.int("EVENTS_MAX_STREAMS_PER_CLIENT", default
 # An idle stream ends after this long without its terminal event; the client resumes it with
 # Last-Event-ID, so no connection is held for ever by a job that waits for hours.
 EVENTS_MAX_STREAM_SECONDS = env.int("EVENTS_MAX_STREAM_SECONDS", default=900)
+# Threads of a web process for sync views (config/asgi.py); async views wait on its event loop.
+WEB_THREADS = env.int("WEB_THREADS", default=8)
 # A preview every this many steps (0: none); TAESD when a folder holds an AutoencoderTiny.
 PREVIEW_EVERY_STEPS = env.int("PREVIEW_EVERY_STEPS", default=5)
 PREVIEW_FORMAT = env.str("PREVIEW_FORMAT", default="webp")
