@@ -8,7 +8,8 @@ from typing import Any
 EVENTS_PATH = "/api/v1/jobs/{job_id}/events"
 
 EVENT_TYPES = {
-    "queued": "`{position, estimated_start_at, estimated_finish_at}`: while queued; again when the place changes.",
+    "queued": "`{position, estimated_start_at, estimated_finish_at}`: while queued; again when the place "
+    "changes, and when the job goes back to the queue (its worker was lost).",
     "progress": "`{step, total, preview_url, published_at}`: `preview_url` is null until a preview exists.",
     "completed": "The job's status body (as `GET /api/v1/jobs/{id}`), image URLs included. Ends the stream.",
     "failed": "The job's status body; `failure.code` says why. Ends the stream.",
@@ -62,10 +63,14 @@ def add_event_stream(result: dict[str, Any], generator: Any, request: Any, publi
                     },
                 },
                 "400": _error("`last_event_id_invalid`: `Last-Event-ID` is not an id this stream sent."),
+                "401": _error(
+                    "`invalid_api_key` (malformed or unknown) or `api_key_revoked`: an `Authorization` "
+                    "header that names no live key; without one the stream is anonymous."
+                ),
                 "404": _error("`not_found`: no job has this id."),
                 "429": _error(
-                    "`too_many_streams`: this client holds `EVENTS_MAX_STREAMS_PER_CLIENT` open streams; "
-                    "retry after `Retry-After` seconds."
+                    "`too_many_streams`: this caller (its API key, else its client network) holds "
+                    "`EVENTS_MAX_STREAMS_PER_CLIENT` open streams; retry after `Retry-After` seconds."
                 ),
             },
         }

@@ -20,6 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
@@ -36,7 +37,7 @@ from jobs.live.previews import preview_get
 from jobs.live.slots import StreamSlot
 from jobs.live.wait import wait_for_job_end
 from jobs.models import TERMINAL_STATUSES, JobStatus
-from ratelimit.client_ip import client_ip, client_network
+from ratelimit.authentication import bearer_caller
 
 # A Redis stream entry id, or "0" for "before the first event".
 _EVENT_ID = re.compile(r"0|\d{1,20}-\d{1,20}")
@@ -180,8 +181,12 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
         )
     try:
         job = await sync_to_async(selectors.job_get)(job_id=job_id)
-        slot = StreamSlot(client_network(client_ip(request)))
+        # Streams count per caller: an API key's are its own, whatever address they come from.
+        caller = await sync_to_async(bearer_caller)(request)
+        slot = StreamSlot(caller.account)
         await slot.acquire()
+    except AuthenticationFailed as failed:
+        return json_error(ApplicationError(code=str(failed.get_codes()), message=str(failed.detail)))
     except ApplicationError as error:
         return json_error(error)
     return StreamingHttpResponse(

@@ -295,7 +295,7 @@ def test_schema_documents_the_event_stream_its_event_types_and_resume(openapi: d
     events = openapi["paths"]["/api/v1/jobs/{job_id}/events"]["get"]
 
     assert set(events["responses"]["200"]["content"]) == {"text/event-stream"}
-    assert set(events["responses"]) == {"200", "400", "404", "429"}
+    assert set(events["responses"]) == {"200", "400", "401", "404", "429"}
     assert {parameter["name"] for parameter in events["parameters"]} == {"job_id", "Last-Event-ID"}
     assert all(
         f"`{name}`" in events["description"]

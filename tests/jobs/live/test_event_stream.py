@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from jobs import services
 from jobs.models import FailureCode
+from ratelimit.services import api_key_create
 from tests.factories import GenerationJobFactory
 from tests.support.processes import WebProcess, WorkerProcess
 from tests.support.waits import http_json, wait_for
@@ -162,11 +163,16 @@ def test_a_preview_of_a_job_without_one_is_a_404_json_error(web: WebProcess) -> 
     assert body["error"]["code"] == "preview_not_found"
 
 
-def open_stream_from(web: WebProcess, job_id: str, source: str) -> http.client.HTTPResponse:
+def open_stream_from(
+    web: WebProcess, job_id: str, source: str, *, api_key: str | None = None
+) -> http.client.HTTPResponse:
     """A stream opened from the loopback address ``source``: a client of its own for the limits."""
     host, port = web.url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30, source_address=(source, 0))
-    connection.request("GET", f"/api/v1/jobs/{job_id}/events", headers={"Accept": "text/event-stream"})
+    headers = {"Accept": "text/event-stream"}
+    if api_key is not None:
+        headers["Authorization"] = f"Bearer {api_key}"
+    connection.request("GET", f"/api/v1/jobs/{job_id}/events", headers=headers)
     return connection.getresponse()
 
 
@@ -187,6 +193,30 @@ def test_streams_over_the_per_client_limit_are_refused_with_429(django_db_setup:
         # A closed stream frees its place.
         held[0].close()
         wait_for(lambda: open_stream_from(web, job_id, "127.0.0.21").status == 200, timeout=30, interval=0.5)
+    finally:
+        web.stop()
+
+
+def test_an_api_keys_streams_count_as_its_own_wherever_they_come_from(django_db_setup: None) -> None:
+    web = WebProcess(extra_env={**WEB_ENV, "EVENTS_MAX_STREAMS_PER_CLIENT": "2"})
+    try:
+        web.wait_ready()
+        job_id = str(GenerationJobFactory().pk)
+        key_a, key_b = (api_key_create(name=name).key for name in ("a", "b"))
+        held = [
+            open_stream_from(web, job_id, source, api_key=key_a) for source in ("127.0.0.31", "127.0.0.32")
+        ]
+        refused = open_stream_from(web, job_id, "127.0.0.33", api_key=key_a)
+        other_key = open_stream_from(web, job_id, "127.0.0.31", api_key=key_b)
+        anonymous = open_stream_from(web, job_id, "127.0.0.31")
+        unknown_key = open_stream_from(web, job_id, "127.0.0.34", api_key=f"ig_00000000_{'x' * 43}")
+
+        assert [response.status for response in held] == [200, 200]
+        assert refused.status == 429
+        assert json.loads(refused.read())["error"]["code"] == "too_many_streams"
+        assert (other_key.status, anonymous.status) == (200, 200)
+        assert unknown_key.status == 401
+        assert json.loads(unknown_key.read())["error"]["code"] == "invalid_api_key"
     finally:
         web.stop()
 
