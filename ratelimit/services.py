@@ -327,6 +327,11 @@ class _PollAllowances:
         self.by_network: dict[str, _PollAllowance] = {}
         self._prune_after = 0.0
 
+    def current(self, network: str, window_key: str, limit: int) -> _PollAllowance | None:
+        """``network``'s allowance for this window and limit, if this process holds one."""
+        held = self.by_network.get(network)
+        return held if held is not None and (held.window_key, held.limit) == (window_key, limit) else None
+
     def hold(self, network: str, allowance: _PollAllowance) -> None:
         """Keeps ``allowance``; at most once a second, drops those whose window has ended, so
         the table holds one window's clients. Called with the lock held."""
@@ -358,8 +363,8 @@ def _poll_window_hit(*, network: str, rate: str) -> int | None:
     key = cache.make_key(f"rl:{STATUS_POLL_GROUP}:{period_seconds}:{network}:{window_end}")
     seconds_left = max(1, math.ceil(window_end - time.time()))
     with _poll_allowances.lock:
-        held = _poll_allowances.by_network.get(network)
-        if held is not None and (held.window_key, held.limit) == (key, limit):
+        held = _poll_allowances.current(network, key, limit)
+        if held is not None:
             if held.left is None:
                 return seconds_left
             if held.left > 0:
@@ -367,11 +372,14 @@ def _poll_window_hit(*, network: str, rate: str) -> int | None:
                 return None
     allowance = max(1, limit // _POLL_ALLOWANCES_PER_WINDOW)
     count = _take_from_window_script(redis_client())(keys=[key], args=[seconds_left + 1, allowance])
-    granted = min(allowance, limit - (count - allowance))
+    granted = max(0, min(allowance, limit - (count - allowance)))
     with _poll_allowances.lock:
-        left = granted - 1 if granted > 0 else None
+        # Another thread of this process may have taken an allowance meanwhile: keep both.
+        held = _poll_allowances.current(network, key, limit)
+        available = granted + ((held.left or 0) if held is not None else 0)
+        left = available - 1 if available > 0 else None
         _poll_allowances.hold(network, _PollAllowance(key, limit, window_end, left))
-    return None if granted > 0 else seconds_left
+    return None if available > 0 else seconds_left
 
 
 def forget_poll_allowances() -> None:

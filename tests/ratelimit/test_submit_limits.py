@@ -12,6 +12,7 @@ from rest_framework.test import APIClient
 from core.errors import ApplicationError
 from jobs import services
 from jobs.models import GenerationJob
+from ratelimit import services as ratelimit_services
 from ratelimit.services import block_ip, forget_poll_allowances
 from tests.ratelimit.helpers import VALID, fresh_window_client, submit, submit_all_at_once
 from tests.support.redis_state import redis_client
@@ -192,6 +193,33 @@ def test_one_process_refuses_exactly_past_the_limit(api_client: APIClient, setti
     polls = [api_client.get(url, REMOTE_ADDR=ip).status_code for _ in range(41)]
 
     assert polls == [200] * 40 + [429]
+
+
+def test_allowances_two_threads_take_at_once_are_both_kept(
+    api_client: APIClient, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.STATUS_POLL_RATE = "40/m"  # allowances of 2
+    ip = fresh_window_client("198.51.100.{}")
+    url = f"/api/v1/jobs/{submit(api_client, ip=ip).json()['id']}"
+    take = ratelimit_services._take_from_window_script
+
+    def take_while_another_thread_takes(client: Redis) -> Any:
+        script = take(client)
+
+        def run(**arguments: Any) -> Any:
+            monkeypatch.setattr(ratelimit_services, "_take_from_window_script", take)
+            # Another thread's poll of the same client, between this take and its keeping.
+            assert api_client.get(url, REMOTE_ADDR=ip).status_code == 200
+            return script(**arguments)
+
+        return run
+
+    monkeypatch.setattr(ratelimit_services, "_take_from_window_script", take_while_another_thread_takes)
+
+    polls = [api_client.get(url, REMOTE_ADDR=ip).status_code for _ in range(40)]
+
+    # 2 polls in the two takes, then 38 more: none of the 4 units counted in Redis is lost.
+    assert polls == [200] * 39 + [429]
 
 
 def test_a_client_spread_over_processes_is_refused_at_most_an_allowance_early_per_process(
