@@ -34,15 +34,20 @@ async def async_view(request: HttpRequest) -> JsonResponse:
 urlpatterns = [path("sync", sync_view), path("async", async_view)]
 
 
-def get_all(paths: list[str], *, threads: int = 1) -> list[httpx2.Response]:
-    handler = SyncViewsInThreadPoolHandler(threads=threads)
+def get_all(paths: list[str]) -> list[httpx2.Response]:
+    handler = SyncViewsInThreadPoolHandler(threads=1)
 
     async def requests() -> list[httpx2.Response]:
         transport = httpx2.ASGITransport(app=handler)
         async with httpx2.AsyncClient(transport=transport, base_url="http://testserver") as client:
             return [await client.get(path) for path in paths]
 
-    return asyncio.run(requests())
+    try:
+        return asyncio.run(requests())
+    finally:
+        # The pool's one thread closes the connection it kept, so the test database can be dropped.
+        handler._threads.submit(connections.close_all).result()
+        handler._threads.shutdown()
 
 
 @pytest.fixture(autouse=True)
