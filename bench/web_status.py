@@ -11,12 +11,16 @@ come from ``--clients`` addresses in turn (``X-Forwarded-For`` from a trusted pr
 ``web_status_clients.lua``), so the status poll limit counts them at its production rate, as
 many pollers would be counted. The three targets take turns for ``--rounds`` rounds (so load
 from other processes on the machine falls on all of them alike); the medians and their
-ratios to ``/healthz`` are printed.
+ratios to ``/healthz`` are printed, with the server's CPU time and context switches per
+request (from ``/proc``, over the server process and its children), which say where a
+difference in rates comes from.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import glob
 import json
 import os
 import re
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from eta import ROOT, free_port, start_redis
@@ -131,7 +136,50 @@ def status_etag(url: str) -> str:
         return str(response.headers["ETag"])
 
 
-def requests_per_second(url: str, args: argparse.Namespace, headers: dict[str, str]) -> float:
+@dataclass(frozen=True)
+class ServerCost:
+    """The server's CPU seconds and context switches so far, over the process and its children."""
+
+    cpu_seconds: float
+    context_switches: int
+
+    @classmethod
+    def now(cls, server_pid: int) -> ServerCost:
+        pids = [server_pid, *Path(f"/proc/{server_pid}/task/{server_pid}/children").read_text().split()]
+        ticks, switches = 0, 0
+        for pid in pids:
+            # utime and stime, fields 14 and 15 of stat (counted after the parenthesised name).
+            ticks += sum(
+                int(field) for field in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[11:13]
+            )
+            # Live threads only: one that starts and ends between two readings is missed.
+            for status in glob.glob(f"/proc/{pid}/task/*/status"):
+                with contextlib.suppress(FileNotFoundError):
+                    lines = Path(status).read_text().splitlines()
+                    switches += sum(int(line.split()[1]) for line in lines if "ctxt_switches" in line)
+        return cls(ticks / os.sysconf("SC_CLK_TCK"), switches)
+
+
+@dataclass(frozen=True)
+class Run:
+    requests_per_second: float
+    cpu_us_per_request: float
+    switches_per_request: float
+
+
+def measure(url: str, args: argparse.Namespace, headers: dict[str, str], server_pid: int) -> Run:
+    before = ServerCost.now(server_pid)
+    rate, requests = requests_per_second(url, args, headers)
+    after = ServerCost.now(server_pid)
+    return Run(
+        rate,
+        (after.cpu_seconds - before.cpu_seconds) / requests * 1e6,
+        (after.context_switches - before.context_switches) / requests,
+    )
+
+
+def requests_per_second(url: str, args: argparse.Namespace, headers: dict[str, str]) -> tuple[float, int]:
+    """wrk's requests per second and its count of requests."""
     # A long timeout: on a loaded machine a slow answer is still an answer, and counted.
     command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.seconds}s", "--timeout", "30s"]
     command += ["--script", str(Path(__file__).with_name("web_status_clients.lua"))]
@@ -142,9 +190,10 @@ def requests_per_second(url: str, args: argparse.Namespace, headers: dict[str, s
     # Every answer must be the one measured: a 429, 500 or 200-instead-of-304 is a broken run.
     if "Non-2xx or 3xx" in output or "Socket errors" in output:
         raise SystemExit(f"wrk saw errors:\n{output}")
-    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
-    assert match, output
-    return float(match.group(1))
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    count = re.search(r"(\d+) requests in", output)
+    assert rate and count, output
+    return float(rate.group(1)), int(count.group(1))
 
 
 def main() -> None:
@@ -167,10 +216,10 @@ def main() -> None:
                 "status 200": (status_url, {}),
                 "status 304": (status_url, {"If-None-Match": etag}),
             }
-            rates: dict[str, list[float]] = {name: [] for name in targets}
+            runs: dict[str, list[Run]] = {name: [] for name in targets}
             for _ in range(args.rounds):
                 for name, (url, headers) in targets.items():
-                    rates[name].append(requests_per_second(url, args, headers))
+                    runs[name].append(measure(url, args, headers, server.pid))
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -179,10 +228,16 @@ def main() -> None:
     print(
         f"wrk: {args.threads} threads, {args.connections} connections, {args.rounds} x {args.seconds} s each"
     )
-    healthz = statistics.median(rates["healthz"])
-    for name, samples in rates.items():
-        median = statistics.median(samples)
-        print(f"{name:<11} {median:8.0f} req/s  {median / healthz:6.0%} of /healthz  (runs: {samples})")
+    healthz = statistics.median(run.requests_per_second for run in runs["healthz"])
+    for name, samples in runs.items():
+        median = statistics.median(run.requests_per_second for run in samples)
+        cpu = statistics.median(run.cpu_us_per_request for run in samples)
+        switches = statistics.median(run.switches_per_request for run in samples)
+        print(
+            f"{name:<11} {median:8.0f} req/s  {median / healthz:6.0%} of /healthz  "
+            f"server {cpu:5.0f} µs CPU, {switches:4.1f} context switches a request  "
+            f"(runs: {[run.requests_per_second for run in samples]})"
+        )
 
 
 if __name__ == "__main__":
