@@ -1,15 +1,18 @@
-"""The ASGI entry point: a sync view runs its whole middleware chain on the handler's long-lived
-threads, each keeping its database connection for CONN_MAX_AGE as a threaded WSGI server would;
-an async view runs on the event loop; an unknown path still gets the site's 404."""
+"""The ASGI entry point: a sync view runs its whole middleware chain, and the request signals,
+on the handler's long-lived threads, each keeping its database connection for CONN_MAX_AGE as
+a threaded WSGI server would; an async view runs on the event loop; an unknown path still
+gets the site's 404."""
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2  # the openai client's HTTP library, already a test dependency
 import pytest
+from django.core.signals import request_finished, request_started
 from django.db import connection, connections
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 from config.asgi import SyncViewsInThreadPoolHandler
@@ -31,7 +34,17 @@ async def async_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"thread": threading.current_thread().name})
 
 
-urlpatterns = [path("sync", sync_view), path("async", async_view)]
+def streaming_view(request: HttpRequest) -> StreamingHttpResponse:
+    async def parts() -> AsyncIterator[bytes]:
+        yield b"one,"
+        yield b"two"
+        events.append(("streamed", threading.current_thread().name))
+
+    return StreamingHttpResponse(parts())
+
+
+urlpatterns = [path("sync", sync_view), path("async", async_view), path("streaming", streaming_view)]
+events: list[tuple[str, str]] = []
 
 
 def get_all(paths: list[str]) -> list[httpx2.Response]:
@@ -53,6 +66,24 @@ def get_all(paths: list[str]) -> list[httpx2.Response]:
 @pytest.fixture(autouse=True)
 def no_connections_seen() -> None:
     connections_seen.clear()
+
+
+@pytest.fixture
+def request_signals() -> Iterator[list[tuple[str, str]]]:
+    """The request signals as they fire, each with the name of the thread it fired on."""
+    events.clear()
+
+    def started(**kwargs: Any) -> None:
+        events.append(("started", threading.current_thread().name))
+
+    def finished(**kwargs: Any) -> None:
+        events.append(("finished", threading.current_thread().name))
+
+    request_started.connect(started)
+    request_finished.connect(finished)
+    yield events
+    request_started.disconnect(started)
+    request_finished.disconnect(finished)
 
 
 @with_test_views
@@ -88,3 +119,53 @@ def test_an_unknown_api_path_is_a_json_404() -> None:
 
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+@with_test_views
+def test_request_signals_fire_on_the_thread_that_serves_the_request(
+    request_signals: list[tuple[str, str]],
+) -> None:
+    # close_old_connections is among their receivers: on another thread it would look after
+    # another thread's connections, not the one the view used.
+    first, second = (response.json()["thread"] for response in get_all(["/sync", "/sync"]))
+
+    assert request_signals == [
+        ("started", first),
+        ("finished", first),
+        ("started", second),
+        ("finished", second),
+    ]
+
+
+@with_test_views
+def test_a_streamed_response_is_sent_whole_before_the_request_finishes(
+    request_signals: list[tuple[str, str]],
+) -> None:
+    (response,) = get_all(["/streaming"])
+
+    assert response.content == b"one,two"
+    assert [event for event, _ in request_signals] == ["started", "streamed", "finished"]
+    assert request_signals[-1][1].startswith("django-sync")
+
+
+@with_test_views
+def test_a_request_django_cannot_read_gets_400_and_still_finishes(
+    request_signals: list[tuple[str, str]],
+) -> None:
+    handler = SyncViewsInThreadPoolHandler(threads=1)
+    sent: list[dict[str, Any]] = []
+    scope = {"type": "http", "method": "GET", "path": "/sync", "query_string": b"q=\xff", "headers": []}
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    try:
+        asyncio.run(handler(scope, receive, send))
+    finally:
+        handler._threads.shutdown()
+
+    assert sent[0]["status"] == 400  # the query string is not UTF-8
+    assert [event for event, _ in request_signals] == ["started", "finished"]
