@@ -7,7 +7,8 @@ chain (about twenty crossings a request here), send the request signals from a n
 made for each request, and so open a database connection per request. This handler serves
 such a request as a threaded WSGI server does, in one crossing to a pool of long-lived
 threads: the request signals, the whole sync chain and closing the response run on one of
-them, which keeps its database connection for ``CONN_MAX_AGE``.
+them, which keeps its database connection for ``CONN_MAX_AGE``. Async views take Django's
+async path, and run their sync work (their database calls) on the same threads.
 """
 
 import os
@@ -23,6 +24,8 @@ from django.core.handlers.asgi import ASGIHandler, get_script_prefix
 from django.core.handlers.base import BaseHandler
 from django.http import HttpResponseBase
 from django.urls import Resolver404, resolve, set_script_prefix
+
+from core.request_threads import serve_async_view_on
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 django.setup(set_prefix=False)
@@ -49,6 +52,7 @@ class SyncViewsInThreadPoolHandler(ASGIHandler):
     async def handle(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         script_prefix = get_script_prefix(scope)
         if _is_async_view(scope["path"].removeprefix(script_prefix)):
+            serve_async_view_on(self._threads)
             await super().handle(scope, receive, send)
             return
         try:

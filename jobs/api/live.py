@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
@@ -25,6 +24,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from core.errors import ApplicationError, error_body
+from core.request_threads import on_request_threads
 from core.shutdown import process_stopping
 from jobs import selectors
 from jobs.api.errors import http_status
@@ -86,7 +86,7 @@ class JobEventStream:
                         yield await self._render(event)
                         if self.finished:
                             return
-                    snapshot = await sync_to_async(self._snapshot)()
+                    snapshot = await on_request_threads(self._snapshot)()
                     if snapshot is not None:
                         yield snapshot
                         if self.finished:
@@ -101,7 +101,7 @@ class JobEventStream:
                             yield b": keep-alive\n\n"
                             await self.slot.renew()
                             if self.queue_position is not None and (
-                                update := await sync_to_async(self._snapshot)()
+                                update := await on_request_threads(self._snapshot)()
                             ):
                                 yield update
                             continue
@@ -117,7 +117,7 @@ class JobEventStream:
         self.sent = event.id
         if event.terminal:
             self.finished = True
-            body = await sync_to_async(self._status_body)()
+            body = await on_request_threads(self._status_body)()
             return _sse(event.event, event.id, body)
         if event.event == PROGRESS:
             self.queue_position = None
@@ -135,7 +135,7 @@ class JobEventStream:
         if event.event == QUEUED:
             # Back in the queue (its worker was lost): its place, as the row says it now.
             self.queue_position = None
-            return await sync_to_async(self._snapshot)() or b""
+            return await on_request_threads(self._snapshot)() or b""
         return _sse(event.event, event.id, event.data)
 
     def _status_body(self) -> dict[str, Any]:
@@ -180,9 +180,9 @@ async def job_events(request: HttpRequest, job_id: str) -> HttpResponseBase:
             )
         )
     try:
-        job = await sync_to_async(selectors.job_get)(job_id=job_id)
+        job = await on_request_threads(selectors.job_get)(job_id=job_id)
         # Streams count per caller: an API key's are its own, whatever address they come from.
-        caller = await sync_to_async(bearer_caller)(request)
+        caller = await on_request_threads(bearer_caller)(request)
         slot = StreamSlot(caller.account)
         await slot.acquire()
     except AuthenticationFailed as failed:
@@ -243,13 +243,15 @@ def answering_after_wait(view: Callable[..., HttpResponseBase]) -> Callable[...,
 
     async def submit(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         wait_seconds = preferred_wait_seconds(request)
-        response = await sync_to_async(view)(request, *args, **kwargs)
+        response = await on_request_threads(view)(request, *args, **kwargs)
         if wait_seconds is None or response.status_code != 202:
             return response
         job_id = uuid.UUID(str(response.data["id"]))  # type: ignore[attr-defined]
         await wait_for_job_end(job_id, wait_seconds)
-        job = await sync_to_async(selectors.job_get)(job_id=job_id)
-        body = await sync_to_async(lambda: JobSubmittedSerializer(job, context={"request": request}).data)()
+        job = await on_request_threads(selectors.job_get)(job_id=job_id)
+        body = await on_request_threads(
+            lambda: JobSubmittedSerializer(job, context={"request": request}).data
+        )()
         response.data = body  # type: ignore[attr-defined]
         response.status_code = 200 if job.status in TERMINAL_STATUSES else 202
         response["Preference-Applied"] = f"wait={wait_seconds}"

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from asgiref.sync import sync_to_async
-
+from core.request_threads import on_request_threads
 from core.shutdown import process_stopping
 from jobs import selectors
 from jobs.live.hub import event_hub
@@ -23,7 +22,7 @@ async def wait_for_job_end(job_id: uuid.UUID, timeout_seconds: float) -> None:
     deadline = loop.time() + timeout_seconds
     async with event_hub().subscribe(str(job_id)) as subscription:
         while True:
-            if await sync_to_async(selectors.job_is_finished)(job_id=job_id):
+            if await on_request_threads(selectors.job_is_finished)(job_id=job_id):
                 return
             subscription.lost.clear()
             while (remaining := deadline - loop.time()) > 0:

@@ -10,7 +10,6 @@ import logging
 import re
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
 from django.urls import reverse
@@ -19,6 +18,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from core.errors import ApplicationError
 from core.logging import log_event
+from core.request_threads import on_request_threads
 from jobs import selectors, services
 from jobs.api.errors import http_status
 from jobs.api.serializers import absolute_url
@@ -104,18 +104,20 @@ async def _image_generations(request: HttpRequest) -> JsonResponse:
         raise OpenAIError(status=405, code="method_not_allowed", message="Send a POST.")
     fields = _request_fields(request)
     try:
-        caller = await sync_to_async(bearer_caller)(request)
+        caller = await on_request_threads(bearer_caller)(request)
     except AuthenticationFailed as error:
         raise OpenAIError(status=401, code="invalid_api_key", message=str(error.detail)) from None
-    job = await sync_to_async(services.job_submit)(client_ip=caller.client_ip, caller=caller, **fields["job"])
+    job = await on_request_threads(services.job_submit)(
+        client_ip=caller.client_ip, caller=caller, **fields["job"]
+    )
     await wait_for_job_end(job.id, timeout_seconds=settings.OPENAI_IMAGES_WAIT_SECONDS)
-    job, images = await sync_to_async(selectors.job_with_images_get)(job_id=job.id)
+    job, images = await on_request_threads(selectors.job_with_images_get)(job_id=job.id)
     _raise_unless_completed(request, job)
     log_event(
         logger.info, "openai.images.answered", job_id=str(job.id), response_format=fields["response_format"]
     )
     if fields["response_format"] == "b64_json":
-        data = [{"b64_json": await sync_to_async(_base64_file)(image)} for image in images]
+        data = [{"b64_json": await on_request_threads(_base64_file)(image)} for image in images]
     else:
         data = [{"url": absolute_url(image.file.url, {"request": request})} for image in images]
     return JsonResponse({"created": int(job.created_at.timestamp()), "data": data})

@@ -1,7 +1,7 @@
 """The ASGI entry point: a sync view runs its whole middleware chain, and the request signals,
 on the handler's long-lived threads, each keeping its database connection for CONN_MAX_AGE as
-a threaded WSGI server would; an async view runs on the event loop; an unknown path still
-gets the site's 404."""
+a threaded WSGI server would; an async view runs on the event loop and its database work on
+those same threads; an unknown path still gets the site's 404."""
 
 import asyncio
 import threading
@@ -9,13 +9,17 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx2  # the openai client's HTTP library, already a test dependency
+import psycopg
 import pytest
+from django.conf import settings
 from django.core.signals import request_finished, request_started
 from django.db import connection, connections
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.urls import path
 
 from config.asgi import SyncViewsInThreadPoolHandler
+from core.request_threads import on_request_threads
+from tests.support.processes import WebProcess
 
 pytestmark = pytest.mark.django_db(transaction=True)
 with_test_views = pytest.mark.urls(__name__)
@@ -34,6 +38,17 @@ async def async_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"thread": threading.current_thread().name})
 
 
+async def async_view_reading(request: HttpRequest) -> JsonResponse:
+    """As the event stream and the submit view read the database."""
+    view_thread = threading.current_thread().name
+
+    def read() -> str:
+        sync_view(request)
+        return threading.current_thread().name
+
+    return JsonResponse({"thread": view_thread, "read_on": await on_request_threads(read)()})
+
+
 def streaming_view(request: HttpRequest) -> StreamingHttpResponse:
     async def parts() -> AsyncIterator[bytes]:
         yield b"one,"
@@ -43,7 +58,12 @@ def streaming_view(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(parts())
 
 
-urlpatterns = [path("sync", sync_view), path("async", async_view), path("streaming", streaming_view)]
+urlpatterns = [
+    path("sync", sync_view),
+    path("async", async_view),
+    path("async-reading", async_view_reading),
+    path("streaming", streaming_view),
+]
 events: list[tuple[str, str]] = []
 
 
@@ -112,6 +132,62 @@ def test_async_views_run_on_the_event_loop() -> None:
     (response,) = get_all(["/async"])
 
     assert response.json()["thread"] == threading.current_thread().name
+
+
+@with_test_views
+def test_async_views_read_the_database_on_the_pool_with_its_kept_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(connections.settings["default"], "CONN_MAX_AGE", 60)
+
+    responses = get_all(["/async-reading", "/sync", "/async-reading"])
+
+    first, _, last = (response.json() for response in responses)
+    assert first["thread"] == last["thread"] == threading.current_thread().name
+    assert first["read_on"] == last["read_on"] and last["read_on"].startswith("django-sync")
+    assert connections_seen[0] is connections_seen[1] is connections_seen[2]
+
+
+@pytest.mark.skipif(
+    settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql",
+    reason="counts PostgreSQL's sessions",
+)
+def test_submits_to_the_web_process_open_no_database_session_each() -> None:
+    database = connection.settings_dict
+    web = WebProcess(
+        extra_env={"SUBMIT_RATE": "1000/m", "SUBMIT_MAX_ACTIVE_JOBS": "100", "CONN_MAX_AGE": "60"}
+    )
+    try:
+        web.wait_ready()
+        with psycopg.connect(
+            host=database["HOST"] or "localhost",
+            port=database["PORT"] or 5432,
+            user=database["USER"],
+            password=database["PASSWORD"],
+            dbname=database["NAME"],
+            autocommit=True,
+        ) as observer:
+
+            def sessions_opened() -> int:
+                query = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+                row = observer.execute(query).fetchone()
+                assert row is not None
+                return int(row[0])
+
+            with httpx2.Client(base_url=web.url) as client:
+                client.post("/api/v1/jobs", json={"prompt": "warms the pool", "width": 64, "height": 64})
+                before = sessions_opened()
+                answers = [
+                    client.post("/api/v1/jobs", json={"prompt": f"a kite {n}", "width": 64, "height": 64})
+                    for n in range(10)
+                ]
+                after = sessions_opened()
+    finally:
+        web.stop()
+
+    assert [answer.status_code for answer in answers] == [202] * 10
+    # One per pool thread at most; before, each submit opened a session of its own.
+    assert after - before <= 2
 
 
 def test_an_unknown_api_path_is_a_json_404() -> None:
