@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from jobs import services
 from jobs.models import FailureCode
+from jobs.services import reaper
 from ratelimit.services import api_key_create
 from tests.factories import GenerationJobFactory
 from tests.support.processes import WebProcess, WorkerProcess
@@ -247,7 +248,13 @@ def test_a_waiting_stream_ends_after_its_longest_life_and_resumes_where_it_ended
         web.stop()
 
 
-def test_a_job_the_reaper_puts_back_in_the_queue_tells_its_stream_its_place(web: WebProcess) -> None:
+def test_a_job_the_reaper_puts_back_in_the_queue_tells_its_stream_its_place(
+    web: WebProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No worker is told of the re-queued job: the session's worker, if it runs, would take it
+    # at once, and the stream would rightly report it running again instead.
+    woken: list[str] = []
+    monkeypatch.setattr(reaper, "wake_gpu_worker", woken.append)
     job = GenerationJobFactory(
         running=True, started_at=timezone.now() - timedelta(hours=1), worker_hostname="gpu-dead@test"
     )
@@ -260,7 +267,7 @@ def test_a_job_the_reaper_puts_back_in_the_queue_tells_its_stream_its_place(web:
     event = next(sseclient.SSEClient(line + b"\n" for line in lines).events())
     response.close()
 
-    assert reaped.requeued == 1
+    assert reaped.requeued == 1 and woken == [job.model]
     assert event.event == "queued"
     assert json.loads(event.data)["position"] >= 1
 
