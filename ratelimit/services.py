@@ -28,6 +28,7 @@ import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.db import models, transaction
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 # _get_window: the poll limit counts in the same windows as django-ratelimit's submit limit.
@@ -38,7 +39,7 @@ from core.logging import log_event
 from core.redis import redis_client
 from core.stored_secrets import encrypt_secret, new_webhook_secret
 from ops.metrics import record_rate_limit_hit
-from ratelimit.callers import Caller, CallerPolicy
+from ratelimit.callers import Caller, CallerPolicy, aggregate_networks
 from ratelimit.client_ip import client_network, normalise_network, parse_ip
 from ratelimit.models import MILLIUNITS_PER_UNIT, ApiKey, BlockedNetwork, ClientNetwork, ClientUsage
 from ratelimit.selectors import refusal_counter_key
@@ -145,6 +146,20 @@ def usage_record_job_finished(
         network=network,
         day=finished_at.date(),
         **{field: models.F(field) + 1, "gpu_seconds": models.F("gpu_seconds") + run_seconds},
+    )
+
+
+def usage_refund_unstarted_job(
+    *, account: str, client_ip: str, anonymous: bool, submitted_on: date, cost_units: Decimal
+) -> None:
+    """Gives a job's reserved cost back to the usage rows its submit charged on ``submitted_on``
+    (the account's and, for an anonymous client, its aggregate networks'): a job that ended
+    before it started spent no compute. Called by the one writer whose guarded transition ended
+    the job, so a job is refunded at most once. A row never goes below zero."""
+    milliunits = int(cost_units * MILLIUNITS_PER_UNIT)
+    networks = (account, *(aggregate_networks(client_ip) if anonymous else ()))
+    ClientUsage.objects.filter(network__in=networks, day=submitted_on).update(
+        cost_milliunits=Greatest(models.F("cost_milliunits") - milliunits, 0)
     )
 
 

@@ -20,7 +20,7 @@ from jobs.live.events import COMPLETED, job_event_publish
 from jobs.models import GenerationJob, JobImage, JobStatus
 from jobs.services.transition import JobId, transition_job
 from ops import metrics
-from ratelimit.services import usage_record_job_finished
+from ratelimit.services import usage_record_job_finished, usage_refund_unstarted_job
 from webhooks.models import WebhookEvent
 from webhooks.services import webhook_delivery_create
 
@@ -46,7 +46,8 @@ def _record_and_send(*, job_id: JobId, event: str) -> None:
 def job_finished(*, job: GenerationJob, outcome: str, **log_fields: Any) -> None:
     """Usage, counters, log, live event and webhook of a job that just reached ``outcome`` (its status, or
     ``deduplicated``), in the transaction that moved it; counters and webhook wait for the commit.
-    Cancelled and deduplicated jobs ran on no GPU, so usage does not count them."""
+    Cancelled and deduplicated jobs ran on no GPU, so usage does not count them; a job that was
+    cancelled or failed before it started gets its reserved cost back."""
     run_seconds = (
         (job.finished_at - job.started_at).total_seconds() if job.started_at and job.finished_at else None
     )
@@ -56,6 +57,14 @@ def job_finished(*, job: GenerationJob, outcome: str, **log_fields: Any) -> None
             failure_code=job.failure_code,
             started_at=job.started_at,
             finished_at=job.finished_at,
+        )
+    if outcome in (JobStatus.CANCELLED, JobStatus.FAILED) and job.started_at is None:
+        usage_refund_unstarted_job(
+            account=job.client_network,
+            client_ip=job.client_ip,
+            anonymous=job.api_key_id is None,
+            submitted_on=job.created_at.date(),
+            cost_units=job.cost_units,
         )
     transaction.on_commit(
         functools.partial(
@@ -121,7 +130,8 @@ def job_fail(*, job_id: JobId, code: str, message: str, where: Q | None = None) 
         )
         if moved:
             job = GenerationJob.objects.only(
-                "client_network", "started_at", "finished_at", "failure_code", "webhook_url", "webhook_events"
+                *("client_network", "client_ip", "api_key", "created_at", "cost_units"),
+                *("started_at", "finished_at", "failure_code", "webhook_url", "webhook_events"),
             ).get(pk=job_id)
             job_finished(job=job, outcome=JobStatus.FAILED, code=code)
     return moved

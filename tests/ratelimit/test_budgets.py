@@ -10,7 +10,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from jobs import services
-from jobs.models import GenerationJob
+from jobs.models import FailureCode, GenerationJob, JobStatus
 from ratelimit.callers import api_key_caller
 from ratelimit.models import ApiKey, ClientUsage
 from ratelimit.services import api_key_create
@@ -83,3 +83,59 @@ def test_twenty_concurrent_submits_of_one_key_never_overspend_a_nearly_spent_bud
     assert sorted(outcomes) == ["accepted"] * 2 + ["daily_budget_exceeded"] * (contenders - 2)
     assert ClientUsage.objects.get(network=api_key.account).cost_milliunits == 10_000
     assert GenerationJob.objects.filter(api_key=api_key).count() == 2
+
+
+def usage_units(network: str) -> int:
+    return ClientUsage.objects.get(network=network).cost_milliunits
+
+
+def test_a_job_cancelled_before_it_started_gives_its_cost_back(api_client: APIClient, settings: Any) -> None:
+    settings.ANON_DAILY_BUDGET_UNITS = 1
+    ClientUsage.objects.create(network="198.51.100.94", day=timezone.now().date(), cost_milliunits=995)
+    first = submit(api_client, ip="198.51.100.94")
+    refused = submit(api_client, ip="198.51.100.94")
+
+    cancelled = api_client.post(f"/api/v1/jobs/{first.json()['id']}/cancel", REMOTE_ADDR="198.51.100.94")
+    again = submit(api_client, ip="198.51.100.94")
+
+    assert (first.status_code, refused.status_code, cancelled.status_code) == (202, 429, 200)
+    assert again.status_code == 202  # the budget had room again
+    assert usage_units("198.51.100.94") == 1000
+    # The quota counts submissions, not compute: the cancelled one still counts.
+    assert ClientUsage.objects.get(network="198.51.100.94").submitted == 2
+
+
+def test_a_job_cancelled_while_running_keeps_its_cost(api_client: APIClient) -> None:
+    job_id = submit(api_client, ip="198.51.100.95").json()["id"]
+    GenerationJob.objects.filter(pk=job_id).update(status=JobStatus.RUNNING, started_at=timezone.now())
+
+    services.job_cancel(job_id=job_id)
+
+    assert usage_units("198.51.100.95") == 5
+
+
+def test_an_anonymous_refund_reaches_its_aggregate_networks(api_client: APIClient, settings: Any) -> None:
+    settings.ANON_AGGREGATE_PREFIXES_V6 = [56, 48]
+    job_id = submit(api_client, ip="2001:db8:9:1::7").json()["id"]
+    charged = {
+        network: usage_units(network)
+        for network in ("2001:db8:9:1::/64", "2001:db8:9::/56", "2001:db8:9::/48")
+    }
+
+    services.job_cancel(job_id=job_id)
+
+    assert set(charged.values()) == {5}
+    assert [usage_units(network) for network in charged] == [0, 0, 0]
+
+
+def test_a_keys_job_failed_past_its_deadline_in_the_queue_gives_its_cost_back() -> None:
+    api_key, _plain, _webhook_secret = api_key_create(name="acme")
+    caller = api_key_caller(ApiKey.objects.get(pk=api_key.pk), client_ip="198.51.100.96")
+    job = services.job_submit(client_ip="198.51.100.96", caller=caller, **VALID)
+    GenerationJob.objects.filter(pk=job.pk).update(deadline_at=timezone.now())
+
+    failed = services.jobs_fail_overdue()
+
+    assert failed == 1
+    assert GenerationJob.objects.get(pk=job.pk).failure_code == FailureCode.DEADLINE_EXCEEDED
+    assert usage_units(api_key.account) == 0
